@@ -1,0 +1,1 @@
+"""Sub-commands of the ``smartnet`` CLI (see :mod:`SMARTNetLib.cli`)."""

@@ -1,0 +1,151 @@
+"""``smartnet analyze``: hemorrhage analysis of CT volumes with a SMART-Net model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import SmartNetError
+from ..events import EventSink, StageProgress
+
+HELP = "analyze head CT volumes (NIfTI, NRRD, MHA files or DICOM folders) for intracranial hemorrhage"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="CT file or DICOM folder (several allowed)")
+    parser.add_argument("--output-dir", "-o", required=True, type=Path,
+                        help="output folder (one sub-folder per input when there are several)")
+    parser.add_argument("--model", "-m", default=None, help="model name or model folder (default: the bundled model)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    parser.add_argument("--format", choices=("seg", "nifti"), default="seg",
+                        help="'nifti' also writes labels.nii.gz (1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH)")
+    parser.add_argument("--explain", choices=("gradcam", "activation", "none"), default="gradcam",
+                        help="activation map written as activation.nrrd (default: gradcam)")
+    parser.add_argument("--explain-subtypes", action="store_true",
+                        help="also write one Grad-CAM map per subtype (activation-<subtype>.nrrd)")
+    parser.add_argument("--report", action="store_true", help="also write report.png and report.html")
+
+
+def run(args: argparse.Namespace, sink: EventSink) -> dict:
+    inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.exists():
+            raise SmartNetError("file not found", path)
+    case_dirs = case_folders(inputs, args.output_dir)
+    from ..volume import read_ct
+
+    clock = time.perf_counter()
+    first = read_ct(inputs[0])  # a bad first input fails before the model is loaded
+    first_read = round(time.perf_counter() - clock, 3)
+
+    from ..inference import Analyzer, resolve_device
+    from ..models import load_model, resolve_model
+
+    clock = time.perf_counter()
+    sink.progress("load", 0.0, "loading model")
+    device = resolve_device(args.device)
+    model, card = load_model(resolve_model(args.model), device)
+    load_seconds = round(time.perf_counter() - clock, 3)
+    analyzer = Analyzer(model, card, device)
+
+    cases = []
+    share = 0.95 / len(inputs)
+    for n, (path, folder) in enumerate(zip(inputs, case_dirs)):
+        start = 0.05 + n * share
+        progress = StageProgress(sink, "analyze", start, start + share)
+        clock = time.perf_counter()
+        progress(0.0, f"reading {path.name}")
+        image = first if n == 0 else read_ct(path)
+        timing = {"load_model": load_seconds, "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}
+        report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing)
+        cases.append({"input": str(path), "output_dir": str(folder), "report": str(folder / "report.json"),
+                      "ich_probability": report["ich_probability"], "total_volume_ml": report["total_volume_ml"],
+                      "findings": {k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
+                      "warnings": report["warnings"]})
+    sink.progress("done", 1.0, f"{len(cases)} volume(s) analyzed")
+    return {"model": {"name": card.name, "version": card.version}, "device": str(device), "cases": cases}
+
+
+def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
+                sink: EventSink, timing: dict[str, float]) -> dict:
+    """Analyze and write one volume; returns its report."""
+    from .. import outputs
+
+    analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
+                                progress=lambda f, m: progress(0.05 + 0.85 * f, m))
+    for warning in analysis.warnings:
+        sink.warning(f"{path}: {warning}")
+
+    clock = time.perf_counter()
+    progress(0.9, "writing results")
+    card = analyzer.card
+    files = {"segmentation": outputs.SEGMENTATION_FILE, "report": outputs.REPORT_FILE}
+    with outputs.staged_output(folder) as stage:
+        outputs.write_segmentation(stage / outputs.SEGMENTATION_FILE, analysis.labels, analyzer.classes)
+        if args.format == "nifti":
+            outputs.write_image(stage / outputs.LABELS_NIFTI_FILE, analysis.labels)
+            files["labels"] = outputs.LABELS_NIFTI_FILE
+        for target, heat in analysis.activations.items():
+            name = "activation.nrrd" if target == card.output_names[0] else f"activation-{target}.nrrd"
+            outputs.write_image(stage / name, heat)
+            files["activation" if name == "activation.nrrd" else f"activation_{target}"] = name
+        report = {
+            "input": str(path),
+            "model": {"name": card.name, "version": card.version, "description": card.summary,
+                      "synthetic_only": card.synthetic_only},
+            "device": str(analyzer.device),
+            "ich_probability": round(analysis.ich_probability, 4),
+            "classes": list(card.classes),
+            "findings": analysis.findings,
+            "total_volume_ml": round(analysis.total_volume_ml, 3),
+            "slice_probabilities": analysis.slice_probabilities,
+            "slice_order": analysis.slice_order,
+            "explain": args.explain,
+            "timing_s": {**timing, **analysis.timing},
+            "warnings": analysis.warnings,
+            "files": files,
+        }
+        if args.report:
+            from ..visual_report import write_visual_report
+
+            heat = next(iter(analysis.activations.values()), None)
+            written = write_visual_report(image, analysis.labels, heat, report, stage)
+            files.update({k: Path(v).name for k, v in written.items()})
+        report["timing_s"]["write"] = round(time.perf_counter() - clock, 3)
+        outputs.write_json(stage / outputs.REPORT_FILE, report)
+    progress(1.0, f"{path.name} done")
+    return report
+
+
+def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:
+    """One input writes into ``output_dir``; several write into ``output_dir/<input name>`` each."""
+    if len(inputs) == 1:
+        return [output_dir]
+    folders, seen = [], set()
+    for path in inputs:
+        name = path.name
+        for suffix in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        unique, n = name or "case", 2
+        while unique in seen:
+            unique, n = f"{name}-{n}", n + 1
+        seen.add(unique)
+        folders.append(output_dir / unique)
+    return folders
+
+
+def summarize(result: dict) -> str:
+    """Terminal summary: one block per case."""
+    lines = [f"model {result['model']['name']} {result['model']['version']} on {result['device']}"]
+    for case in result["cases"]:
+        lines.append(f"{case['input']}: ICH probability {case['ich_probability']:.2f}, "
+                     f"hemorrhage {case['total_volume_ml']:.1f} mL")
+        for name, ml in case["findings"].items():
+            lines.append(f"  {name}: {ml:.1f} mL")
+        for warning in case["warnings"]:
+            lines.append(f"  warning: {warning}")
+        lines.append(f"  results in {case['output_dir']}")
+    return "\n".join(lines)

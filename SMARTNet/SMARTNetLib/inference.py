@@ -1,0 +1,205 @@
+"""Analysis of one CT volume with a SMART-Net model: probabilities, label map, activation map, volumes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from .classes import classes_for
+from .errors import SmartNetError
+from .model_card import ModelCard
+from .network import SmartNet
+from .preprocessing import SliceGrid, prepare_volume, slice_channels
+from .volume import from_canonical, head_width_mm, slice_axis_map, to_canonical, voxel_volume_ml
+
+HEAD_WIDTH_LIMIT_MM = 260.0
+EXPLAIN_METHODS = ("gradcam", "activation", "none")
+Progress = Callable[[float, str], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SmartNetError("--device cuda was asked for, but PyTorch sees no CUDA GPU (use --device cpu or auto)")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise SmartNetError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+@dataclass
+class Analysis:
+    """What the model found in one volume; images are on the input's exact grid."""
+
+    probabilities: dict[str, float]  # "any" (when there are subtypes) and each class
+    slice_probabilities: list[float]
+    slice_order: str  # "k" (the input's slice index) or "inferior-to-superior"
+    labels: sitk.Image  # uint8 label map with the classes' label values
+    activations: dict[str, sitk.Image]  # target name -> heat map in [0, 1]
+    findings: dict[str, dict]
+    timing: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ich_probability(self) -> float:
+        return self.probabilities.get("any", next(iter(self.probabilities.values())))
+
+    @property
+    def total_volume_ml(self) -> float:
+        return float(sum(f["volume_ml"] for f in self.findings.values()))
+
+
+class Analyzer:
+    """Runs a loaded model on CT volumes. Slices go through the 2D network in batches of ``batch_size``."""
+
+    def __init__(self, model: SmartNet, card: ModelCard, device: torch.device, batch_size: int = 8) -> None:
+        self.model, self.card, self.device, self.batch_size = model.eval(), card, device, batch_size
+        self.classes = classes_for(card.classes)
+
+    def analyze(self, image: sitk.Image, explain: str = "gradcam", explain_classes: bool = False,
+                progress: Progress | None = None) -> Analysis:
+        """Analyze ``image`` (a checked CT, any orientation). ``explain`` is one of :data:`EXPLAIN_METHODS`."""
+        report = progress or (lambda fraction, message: None)
+        timing: dict[str, float] = {}
+        warnings: list[str] = []
+        clock = time.perf_counter()
+
+        canonical = to_canonical(image)
+        width = head_width_mm(canonical)
+        if width > HEAD_WIDTH_LIMIT_MM:
+            warnings.append(f"the input does not look like a head CT (body {width:.0f} mm wide); "
+                            "findings are unreliable")
+        hu = torch.from_numpy(sitk.GetArrayFromImage(canonical).astype(np.float32))  # (D, H, W)
+        windowed, grid = prepare_volume(hu, self.card.preprocessing, self.card.architecture.image_size)
+        del hu
+        timing["preprocess"] = _lap(clock)
+        report(0.1, "preprocessed")
+
+        slices = self._run_slices(windowed, lambda f: report(0.1 + 0.6 * f, "slices"))
+        timing["inference_2d"] = _lap(clock, timing)
+
+        with torch.inference_mode():
+            volume_logits = self.model.volume_classifier(slices["features"][None].to(self.device))[0]
+        probs = torch.sigmoid(volume_logits.float()).cpu().numpy()
+        probabilities = {name: float(p) for name, p in zip(self.card.output_names, probs)}
+        labels_canonical = self._segment(slices, grid, lambda f: report(0.7 + 0.15 * f, "segmentation"))
+        timing["inference_3d"] = _lap(clock, timing)
+
+        activations = {}
+        if explain != "none":
+            targets = self.card.output_names if explain_classes else self.card.output_names[:1]
+            for target in targets:
+                heat = self._explain(slices["deep"], grid, explain, self.card.output_names.index(target))
+                heat *= probabilities[target]  # a confident negative gives a dim map, not a normalised one
+                activations[target] = from_canonical(_image_like(heat.numpy(), canonical), image)
+            report(0.95, "explained")
+        timing["explain"] = _lap(clock, timing)
+
+        labels = from_canonical(_image_like(labels_canonical, canonical), image)
+        findings = self._findings(labels, probabilities)
+        slice_probs = torch.sigmoid(slices["cls"][:, 0].float()).numpy()
+        axis, flipped = slice_axis_map(image)
+        order = "k" if axis == 2 else "inferior-to-superior"
+        if axis == 2 and flipped:
+            slice_probs = slice_probs[::-1]
+        timing["postprocess"] = _lap(clock, timing)
+        report(1.0, "done")
+        return Analysis(probabilities, [round(float(p), 4) for p in slice_probs], order, labels, activations,
+                        findings, timing, warnings)
+
+    def _run_slices(self, windowed: torch.Tensor, progress: Callable[[float], None]) -> dict[str, torch.Tensor]:
+        """The 2D network over every slice; outputs stacked along depth, on the CPU."""
+        depth, context = windowed.shape[0], self.card.preprocessing.context_slices
+        keep = ("cls", "seg", "features", "decoder", "deep")
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
+        with torch.inference_mode():
+            for start in range(0, depth, self.batch_size):
+                index = torch.arange(start, min(start + self.batch_size, depth))
+                x = slice_channels(windowed, index, context).to(self.device)
+                out = self.model.forward_slices(x, reconstruct=False)
+                for k in keep:
+                    parts[k].append(out[k].float().cpu())
+                progress(min(start + self.batch_size, depth) / depth)
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _segment(self, slices: dict[str, torch.Tensor], grid: SliceGrid, progress: Callable[[float], None],
+                 slab: int = 16) -> np.ndarray:
+        """The 3D operator in slabs (with a one-slice halo, exact for its 3x3x3 kernel) -> canonical label map."""
+        decoder, seg = slices["decoder"], slices["seg"]
+        depth = decoder.shape[0]
+        values = torch.tensor([c.label_value for c in self.classes], dtype=torch.uint8)
+        threshold = self.card.thresholds.get("segmentation", 0.5)
+        labels = np.zeros((depth, grid.height, grid.width), dtype=np.uint8)
+        with torch.inference_mode():
+            for start in range(0, depth, slab):
+                stop = min(start + slab, depth)
+                lo, hi = max(start - 1, 0), min(stop + 1, depth)
+                dec = decoder[lo:hi].permute(1, 0, 2, 3)[None].to(self.device)
+                logits = self.model.volume_segmenter(dec, seg[lo:hi].permute(1, 0, 2, 3)[None].to(self.device))
+                probs = torch.sigmoid(logits[0, :, start - lo: stop - lo].float()).permute(1, 0, 2, 3).cpu()
+                probs = grid.restore(probs)  # (d, K, H, W)
+                best, which = probs.max(dim=1)
+                labels[start:stop] = torch.where(best > threshold, values[which], 0).numpy()
+                progress(stop / depth)
+        return labels
+
+    def _explain(self, deep: torch.Tensor, grid: SliceGrid, method: str, target: int) -> torch.Tensor:
+        """Heat map (D, H, W) in [0, 1] on the canonical grid.
+
+        ``activation`` is SMART-Net's map (channel mean of the deepest encoder feature). ``gradcam`` is
+        Grad-CAM of the volume-level output ``target`` with one backward pass through the 3D operator for
+        the whole volume: the encoder is not run again, gradients start at the stored deepest maps.
+        MONAI's ``GradCAM`` re-runs the whole model per input and cannot follow a volume split into
+        slice batches, hence this short implementation of the same formula.
+        """
+        if method == "activation":
+            cam = deep.mean(dim=1).clamp(min=0)
+        elif method == "gradcam":
+            maps = deep.to(self.device).requires_grad_(True)
+            with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # cuDNN RNN backward needs train
+                logits = self.model.volume_classifier(self.model.pool(maps)[None])[0]
+                (grads,) = torch.autograd.grad(logits[target], maps)
+            weights = grads.mean(dim=(0, 2, 3))  # one weight per channel for the whole volume
+            cam = (weights[None, :, None, None] * maps.detach()).sum(dim=1).clamp(min=0).cpu()
+        else:
+            raise SmartNetError(f"unknown explanation method {method!r} (use {', '.join(EXPLAIN_METHODS)})")
+        peak = cam.max()
+        cam = cam / peak if peak > 0 else cam
+        cam = F.interpolate(cam[:, None].float(), size=(grid.size, grid.size), mode="bilinear", align_corners=False)
+        return grid.restore(cam)[:, 0].clamp(0, 1)
+
+    def _findings(self, labels: sitk.Image, probabilities: dict[str, float]) -> dict[str, dict]:
+        """Per class: probability, volume in mL, the slice with most of it and its centroid (LPS, mm)."""
+        array = sitk.GetArrayViewFromImage(labels)  # (k, j, i)
+        ml = voxel_volume_ml(labels)
+        findings = {}
+        for cls in self.classes:
+            mask = array == cls.label_value
+            count = int(mask.sum())
+            largest, centroid = None, None
+            if count:
+                largest = int(np.argmax(mask.sum(axis=(1, 2))))
+                k, j, i = (float(v.mean()) for v in np.nonzero(mask))
+                centroid = [round(c, 2) for c in labels.TransformContinuousIndexToPhysicalPoint((i, j, k))]
+            findings[cls.name] = {"probability": round(probabilities[cls.name], 4),
+                                  "volume_ml": round(count * ml, 3), "label_value": cls.label_value,
+                                  "largest_slice": largest, "centroid_lps": centroid}
+        return findings
+
+
+def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    out = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    out.CopyInformation(reference)
+    return out
+
+
+def _lap(clock: float, timing: dict[str, float] | None = None) -> float:
+    """Seconds since ``clock`` minus the stages already recorded in ``timing``."""
+    return round(time.perf_counter() - clock - sum((timing or {}).values()), 3)

@@ -1,0 +1,144 @@
+"""Model folders: where they live, listing them, loading and saving them.
+
+Bundled models ship inside the package (``SMARTNetLib/models/<name>``); user models live in
+``$SMARTNET_HOME/models/<name>`` (default ``~/.smartnet/models``). A model folder holds ``model.json``
+(:class:`~SMARTNetLib.model_card.ModelCard`) and ``model.pt`` (a ``state_dict``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import SmartNetError
+from .model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import SmartNet
+
+DEFAULT_MODEL = "smartnet-default"
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+
+
+def smartnet_home() -> Path:
+    """The user's SMART-Net folder: ``$SMARTNET_HOME`` or ``~/.smartnet``."""
+    return Path(os.environ.get("SMARTNET_HOME") or Path.home() / ".smartnet").expanduser()
+
+
+def user_models_dir() -> Path:
+    return smartnet_home() / "models"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model found on disk, described by its card (weights are not loaded)."""
+
+    name: str
+    version: str
+    path: Path
+    classes: tuple[str, ...]
+    description: str
+    synthetic_only: bool
+    bundled: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "path": str(self.path), "classes": list(self.classes),
+                "description": self.description, "synthetic_only": self.synthetic_only, "bundled": self.bundled}
+
+
+def list_models() -> list[ModelInfo]:
+    """Bundled models first, then the user's; folders without a valid card are skipped."""
+    found = []
+    for root, bundled in ((BUNDLED_DIR, True), (user_models_dir(), False)):
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if (p / CARD_FILE).is_file()):
+            try:
+                card = ModelCard.load(folder)
+            except SmartNetError:
+                continue
+            found.append(ModelInfo(card.name, card.version, folder, card.classes, card.summary,
+                                   card.synthetic_only, bundled))
+    return found
+
+
+def resolve_model(name_or_dir: str | None) -> Path:
+    """The folder of a model given by name (user models shadow bundled ones) or by path."""
+    if name_or_dir is None:
+        name_or_dir = DEFAULT_MODEL
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        return path
+    for root in (user_models_dir(), BUNDLED_DIR):
+        if (root / name_or_dir / CARD_FILE).is_file():
+            return root / name_or_dir
+    known = ", ".join(sorted({m.name for m in list_models()})) or "none installed"
+    raise SmartNetError(f"unknown model (known models: {known}; or pass a model folder)", name_or_dir)
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SmartNet, ModelCard]:
+    """Build the network from the card and load the weights safely (``weights_only=True``), in eval mode."""
+    import torch
+
+    from .network import SmartNet
+
+    folder = Path(folder)
+    card = ModelCard.load(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise SmartNetError(f"model folder has no {WEIGHTS_FILE}", folder)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign files raise many kinds of errors
+        raise SmartNetError(f"cannot load weights: {str(err).splitlines()[0][:150]}", weights) from None
+    if not isinstance(state, dict):
+        raise SmartNetError("weights file is not a state_dict", weights)
+    model = SmartNet(card)
+    _check_state(model, state, folder)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval(), card
+
+
+def _check_state(model: SmartNet, state: dict, folder: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        example = (shapes or missing or unexpected)[0]
+        raise SmartNetError(f"weights do not match the model card ({len(missing)} missing, {len(unexpected)} "
+                            f"unexpected, {len(shapes)} of another shape, e.g. {example})", folder)
+
+
+def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool = False) -> Path:
+    """Write ``model.json`` and ``model.pt`` atomically: into a temporary folder, then renamed into place.
+
+    ``half`` stores floating-point weights as float16 (half the size; loading restores float32).
+    """
+    import torch
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+             for k, v in model.state_dict().items()}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        torch.save(state, tmp / WEIGHTS_FILE)
+        card.save(tmp)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

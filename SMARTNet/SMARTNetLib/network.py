@@ -1,0 +1,147 @@
+"""The SMART-Net network, built from MONAI parts.
+
+Slice level (2D, "upstream"): one encoder (a MONAI ``FlexibleUNet`` backbone) with three heads:
+classification (global average + max pooling, dropout, linear), segmentation (the U-Net decoder with
+skips) and reconstruction (a decoder from the deepest feature only).
+
+Volume level ("downstream" 3D operators): the per-slice pooled features pass through a Bi-LSTM
+(or a transformer encoder) for the volume decision; the per-slice decoder maps are stacked and
+refined by a small 3D CNN whose output is added to the 2D segmentation logits, so that a model
+trained upstream only already segments sensibly.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.blocks import Convolution, UpSample
+from monai.networks.nets import FlexibleUNet
+from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .model_card import ModelCard
+
+
+class ReconstructionDecoder(nn.Sequential):
+    """Decoder from the deepest encoder feature alone back to the input (no skips), as in the paper."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 5, width: int = 64) -> None:
+        layers: list[nn.Module] = [Convolution(2, in_channels, width, kernel_size=1, norm="batch", act="relu")]
+        channels = width
+        for _ in range(depth):
+            nxt = max(channels // 2, 16)
+            layers += [UpSample(2, channels, channels, scale_factor=2, mode="nontrainable", interp_mode="bilinear"),
+                       Convolution(2, channels, nxt, kernel_size=3, norm="batch", act="relu")]
+            channels = nxt
+        layers += [Convolution(2, channels, out_channels, kernel_size=1, conv_only=True), nn.Sigmoid()]
+        super().__init__(*layers)
+
+
+class VolumeClassifier(nn.Module):
+    """Volume-level classification from per-slice feature vectors (B, D, F) of variable depth."""
+
+    def __init__(self, features: int, outputs: int, kind: str = "lstm", hidden: int = 128, layers: int = 1,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.kind = kind
+        self.project = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        if kind == "lstm":
+            self.sequence = nn.LSTM(hidden, hidden // 2, num_layers=layers, batch_first=True, bidirectional=True)
+        else:
+            layer = nn.TransformerEncoderLayer(hidden, nhead=4, dim_feedforward=2 * hidden, dropout=dropout,
+                                               batch_first=True)
+            self.sequence = nn.TransformerEncoder(layer, num_layers=layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, outputs))
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        batch, depth, _ = features.shape
+        if lengths is None:
+            lengths = torch.full((batch,), depth, dtype=torch.long)
+        lengths = lengths.cpu()
+        x = self.project(features)
+        mask = torch.arange(depth)[None, :].to(x.device) < lengths[:, None].to(x.device)  # (B, D) valid slices
+        if self.kind == "lstm":
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            x, _ = pad_packed_sequence(self.sequence(packed)[0], batch_first=True, total_length=depth)
+        else:
+            x = self.sequence(x + _positions(depth, x.shape[-1], x), src_key_padding_mask=~mask)
+        m = mask[..., None].to(x.dtype)
+        mean = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        peak = x.masked_fill(~mask[..., None], float("-inf")).amax(1)
+        return self.head(torch.cat([mean, peak], dim=1))
+
+
+class VolumeSegmenter(nn.Module):
+    """Two 3D convolutions over the stacked per-slice decoder maps, added to the 2D logits (zero at init)."""
+
+    def __init__(self, channels: int, outputs: int) -> None:
+        super().__init__()
+        # Batch (not instance) norm: at inference the volume is processed in slabs, which must not change the result.
+        self.refine = Convolution(3, channels, channels, kernel_size=3, norm="batch", act="relu")
+        self.out = nn.Conv3d(channels, outputs, kernel_size=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, decoder_maps: torch.Tensor, slice_logits: torch.Tensor) -> torch.Tensor:
+        """``decoder_maps`` (B, C, D, H, W) and ``slice_logits`` (B, K, D, H, W) -> logits (B, K, D, H, W)."""
+        return slice_logits + self.out(self.refine(decoder_maps))
+
+
+class SmartNet(nn.Module):
+    """SMART-Net: a 2D multi-task network plus volume-level operators, configured by a model card."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__()
+        arch, n_seg = card.architecture, len(card.classes)
+        in_channels = card.preprocessing.in_channels
+        self.unet = FlexibleUNet(in_channels, n_seg, backbone=arch.encoder, pretrained=False,
+                                 decoder_channels=arch.decoder_channels, spatial_dims=2,
+                                 upsample="nontrainable", interp_mode="bilinear")
+        deep = _deepest_channels(arch.encoder)
+        n_out = len(card.output_names)
+        self.feature_size = 2 * deep
+        self.classify = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.feature_size, n_out))
+        self.reconstruct = ReconstructionDecoder(deep, in_channels)
+        self.volume_classifier = VolumeClassifier(self.feature_size, n_out, arch.volume_operator, arch.operator_hidden,
+                                                  arch.operator_layers, arch.dropout)
+        self.volume_segmenter = VolumeSegmenter(arch.decoder_channels[-1], n_seg)
+
+    @staticmethod
+    def pool(deep: torch.Tensor) -> torch.Tensor:
+        """Per-slice feature vector: global average and max of the deepest encoder map."""
+        return torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
+
+    def forward_slices(self, x: torch.Tensor, reconstruct: bool = True) -> dict[str, torch.Tensor]:
+        """2D pass over a batch of slices (B, C, H, W).
+
+        Returns ``cls`` (B, outputs) logits, ``seg`` (B, classes, H, W) logits, ``rec`` (B, C, H, W) in [0, 1]
+        (when asked), ``features`` (B, F), ``decoder`` (B, C_dec, H, W) and ``deep`` (the deepest encoder map).
+        """
+        feats = self.unet.encoder(x)
+        decoder = self.unet.decoder(feats, self.unet.skip_connect)
+        deep = feats[-1]
+        pooled = self.pool(deep)
+        out = {"cls": self.classify(pooled), "seg": self.unet.segmentation_head(decoder), "features": pooled,
+               "decoder": decoder, "deep": deep}
+        if reconstruct:
+            out["rec"] = self.reconstruct(deep)
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_slices(x)
+
+
+def _deepest_channels(backbone: str) -> int:
+    """Channels of the deepest feature map of a FlexibleUNet backbone (from MONAI's registry)."""
+    return int(FLEXUNET_BACKBONE.register_dict[backbone]["feature_channel"][-1])
+
+
+def _positions(depth: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """Sinusoidal positional encoding (depth, dim) for the transformer operator."""
+    pos = torch.arange(depth, dtype=like.dtype, device=like.device)[:, None]
+    i = torch.arange(0, dim, 2, dtype=like.dtype, device=like.device)
+    angles = pos / torch.pow(10000.0, i / dim)
+    enc = torch.zeros(depth, dim, dtype=like.dtype, device=like.device)
+    enc[:, 0::2] = torch.sin(angles)
+    enc[:, 1::2] = torch.cos(angles[:, : dim // 2])
+    return enc[None]

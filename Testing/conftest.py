@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny random-weight model folder and small head-like CT volumes written to real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from SMARTNetLib.model_card import ARCHITECTURES, ModelCard, Preprocessing
+from SMARTNetLib.models import save_model
+from SMARTNetLib.network import SmartNet
+
+torch.set_num_threads(2)
+
+OBLIQUE = (0.9659258, -0.2588190, 0.0, 0.2588190, 0.9659258, 0.0, 0.0, 0.0, 1.0)  # 15 degrees about S
+
+
+def head_phantom(size: tuple[int, int, int] = (48, 40, 12), spacing=(0.9, 0.7, 5.0), origin=(-20.0, 10.0, -30.0),
+                 direction=OBLIQUE, bleed: bool = True) -> tuple[sitk.Image, sitk.Image]:
+    """A head-like CT (air, skull, brain, optional 60 HU bleed) and its label map (bleed = 5, subdural)."""
+    nx, ny, nz = size
+    z, y, x = np.meshgrid(np.linspace(-1, 1, nz), np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
+    r = np.sqrt(x**2 + y**2 + (0.5 * z) ** 2)
+    ct = np.full(r.shape, -1000, np.int16)
+    ct[r < 0.95] = 1200
+    ct[r < 0.85] = 35
+    label = np.zeros(r.shape, np.uint8)
+    if bleed:
+        blob = ((x - 0.4) ** 2 + (y - 0.1) ** 2) < 0.06
+        label[blob & (r < 0.85)] = 5
+        ct[label == 5] = 65
+    images = []
+    for array in (ct, label):
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(spacing)
+        img.SetOrigin(origin)
+        img.SetDirection(direction)
+        images.append(img)
+    return images[0], images[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A model folder with random weights and the smallest architecture (fast on CPU)."""
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny-test", version="0.0.1", description="Random weights for tests",
+                     architecture=ARCHITECTURES["tiny"], preprocessing=Preprocessing(windows=("brain",),
+                                                                                      context_slices=0))
+    folder = tmp_path_factory.mktemp("models") / "tiny-test"
+    return save_model(SmartNet(card), card, folder)
+
+
+@pytest.fixture()
+def ct_file(tmp_path) -> Path:
+    ct, _ = head_phantom()
+    path = tmp_path / "head.nrrd"
+    sitk.WriteImage(ct, str(path))
+    return path
+
+
+@pytest.fixture()
+def smartnet_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "smartnet-home"
+    monkeypatch.setenv("SMARTNET_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``smartnet`` CLI in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "SMARTNetLib.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def events_of(proc: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]

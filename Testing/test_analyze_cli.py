@@ -1,0 +1,226 @@
+"""``smartnet analyze`` end to end through the real CLI in a subprocess, with a tiny random-weight model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+import torch
+
+from conftest import OBLIQUE, events_of, head_phantom, run_cli
+from SMARTNetLib.classes import SUBTYPES
+from SMARTNetLib.events import parse_event
+from SMARTNetLib.model_card import ModelCard
+from SMARTNetLib.models import save_model
+from SMARTNetLib.network import SmartNet
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> Path:
+    """Write ``image`` as a CT DICOM series (one file per slice) with its full geometry."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series_uid = "1.2.826.0.1.3680043.2.1125.1" + time.strftime("%H%M%S")
+    direction = image.GetDirection()
+    for k in range(image.GetDepth()):
+        s = image[:, :, k]
+        tags = {
+            "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0020|000e": series_uid,
+            "0020|000d": series_uid + ".0", "0010|0010": "Test^Phantom",
+            "0020|0037": "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6],
+                                                         direction[1], direction[4], direction[7])),
+            "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0013": str(k + 1), "0018|0050": f"{image.GetSpacing()[2]:.4f}",
+            "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
+        }
+        for tag, value in tags.items():
+            s.SetMetaData(tag, value)
+        s.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(s)
+    return folder
+
+
+def _final(events: list[dict]) -> dict:
+    finals = [e for e in events if e["event"] in ("result", "error")]
+    assert len(finals) == 1 and events[-1] is finals[0], "exactly one final event, and it comes last"
+    return finals[0]
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd", "dicom"])
+def test_geometry_round_trip(tmp_path, tiny_model, fmt):
+    spacing, origin = (0.45, 0.7, 4.0), (-31.5, 12.25, -80.0)
+    ct, _ = head_phantom(size=(40, 32, 8), spacing=spacing, origin=origin, direction=OBLIQUE)
+    if fmt == "dicom":
+        source = write_dicom_series(ct, tmp_path / "series")
+    else:
+        source = tmp_path / ("ct.nii.gz" if fmt == "nifti" else "ct.nrrd")
+        sitk.WriteImage(ct, str(source))
+    reference = sitk.ReadImage(str(source)) if fmt != "dicom" else ct
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(source), "-o", str(out), "--model", str(tiny_model), "--format", "nifti",
+                   "--events")
+    assert proc.returncode == 0, proc.stderr
+    results = [sitk.ReadImage(str(out / n)) for n in ("labels.nii.gz", "activation.nrrd")]
+    seg = slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"))
+    for image in results:
+        assert image.GetSize() == reference.GetSize()
+        np.testing.assert_allclose(image.GetSpacing(), spacing, atol=1e-4)
+        np.testing.assert_allclose(image.GetOrigin(), origin, atol=1e-3)
+        np.testing.assert_allclose(image.GetDirection(), OBLIQUE, atol=1e-5)
+    assert seg["voxels"].shape == reference.GetSize()  # slicerio indexes voxels (i, j, k)
+    expected = np.eye(4)
+    expected[:3, :3] = np.array(OBLIQUE).reshape(3, 3) * np.array(spacing)
+    expected[:3, 3] = origin
+    np.testing.assert_allclose(seg["ijkToLPS"], expected, atol=1e-3)
+
+
+def test_segmentation_file_segments_and_values(tmp_path, tiny_model, ct_file):
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(ct_file), "-o", str(out), "--model", str(tiny_model), "--format", "nifti")
+    assert proc.returncode == 0, proc.stderr
+    seg = slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"))
+    segments = {s["name"]: s for s in seg["segments"]}
+    assert list(segments) == [c.display_name for c in SUBTYPES]
+    for cls in SUBTYPES:
+        segment = segments[cls.display_name]
+        assert segment["labelValue"] == cls.label_value
+        np.testing.assert_allclose(segment["color"], cls.color, atol=1e-3)
+        assert segment["terminology"]["type"][1] == "50960005"
+        assert segment["terminology"]["typeModifier"][1] == cls.abbreviation
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz"))).transpose(2, 1, 0)
+    np.testing.assert_array_equal(seg["voxels"], labels)  # the same label values in both files
+    report = json.loads((out / "report.json").read_text())
+    ml = np.prod(sitk.ReadImage(str(ct_file)).GetSpacing()) / 1000
+    for cls in SUBTYPES:
+        assert report["findings"][cls.name]["volume_ml"] == pytest.approx((labels == cls.label_value).sum() * ml,
+                                                                           abs=1e-3)
+    assert report["total_volume_ml"] == pytest.approx(sum(f["volume_ml"] for f in report["findings"].values()),
+                                                      abs=1e-2)
+    assert len(report["slice_probabilities"]) == 12 and report["slice_order"] == "k"
+    assert 0.0 <= report["ich_probability"] <= 1.0
+    assert report["model"] == {"name": "tiny-test", "version": "0.0.1",
+                               "description": "Random weights for tests (epidural, intraparenchymal, "
+                                              "intraventricular, subarachnoid, subdural)",
+                               "synthetic_only": True}
+    assert set(report["timing_s"]) >= {"read", "preprocess", "inference_2d", "inference_3d", "write", "load_model"}
+    assert "device" in report and report["files"]["segmentation"] == "segmentation.seg.nrrd"
+
+
+def test_event_stream_and_several_inputs(tmp_path, tiny_model, ct_file):
+    second = tmp_path / "second.nii.gz"
+    sitk.WriteImage(head_phantom(bleed=False)[0], str(second))
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(ct_file), str(second), "-o", str(out), "--model", str(tiny_model), "--events",
+                   "--explain", "none")
+    assert proc.returncode == 0, proc.stderr
+    events = [parse_event(line) for line in proc.stdout.splitlines()]
+    final = _final(events)
+    assert final["event"] == "result" and final["command"] == "analyze"
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [Path(c["output_dir"]).name for c in final["cases"]] == ["head", "second"]
+    for case in final["cases"]:
+        folder = Path(case["output_dir"])
+        assert sorted(p.name for p in folder.iterdir()) == ["report.json", "segmentation.seg.nrrd"]
+        assert json.loads(Path(case["report"]).read_text())["ich_probability"] == case["ich_probability"]
+
+
+def test_explain_activation_in_unit_range(tmp_path, tiny_model, ct_file):
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(ct_file), "-o", str(out), "--model", str(tiny_model), "--explain", "activation")
+    assert proc.returncode == 0, proc.stderr
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "activation.nrrd")))
+    assert heat.min() >= 0.0 and heat.max() <= 1.0 and heat.max() > 0.0
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    mr = tmp_path / "mr.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(1).integers(0, 3000, (8, 24, 24)).astype(np.int16)),
+                    str(mr))
+    truncated = tmp_path / "truncated.nii.gz"
+    sitk.WriteImage(head_phantom()[0], str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    flat = tmp_path / "flat.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((32, 32), -1000, np.int16)), str(flat))
+    nan = tmp_path / "nan.nrrd"
+    array = sitk.GetArrayFromImage(head_phantom()[0]).astype(np.float32)
+    array[0, 0, 0] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(nan))
+    text = tmp_path / "report.txt"
+    text.write_text("not an image")
+    dicom = tmp_path / "empty-dicom"
+    dicom.mkdir()
+    return {"missing": ([str(tmp_path / "nope.nii.gz")], "file not found"),
+            "truncated": ([str(truncated)], "truncated"),
+            "not-image": ([str(text)], "not an image file"),
+            "2d": ([str(flat)], "2D image"),
+            "mr": ([str(mr)], "not CT Hounsfield units"),
+            "nan": ([str(nan)], "NaN"),
+            "no-series": ([str(dicom)], "no DICOM image series")}
+
+
+@pytest.mark.parametrize("events", [False, True])
+def test_bad_inputs_one_line_error_no_output(tmp_path, tiny_model, events):
+    for name, (inputs, message) in _bad_inputs(tmp_path).items():
+        out = tmp_path / f"out-{name}"
+        proc = run_cli("analyze", *inputs, "-o", str(out), "--model", str(tiny_model),
+                       *(["--events"] if events else []))
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert not out.exists(), f"{name}: partial output left behind"
+        if events:
+            final = _final(events_of(proc))
+            assert final["event"] == "error" and message in final["message"] and inputs[0] in final["message"]
+        else:
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (name, lines)
+            assert inputs[0] in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_traceback(tmp_path, tiny_model):
+    proc = run_cli("analyze", str(tmp_path / "nope.nrrd"), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
+                   "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_unknown_model_name(tmp_path, ct_file, smartnet_home):
+    proc = run_cli("analyze", str(ct_file), "-o", str(tmp_path / "o"), "--model", "no-such-model",
+                   env={"SMARTNET_HOME": str(smartnet_home)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: no-such-model: unknown model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_model_whose_weights_do_not_match_card(tmp_path, ct_file, tiny_model):
+    broken = tmp_path / "broken"
+    card = ModelCard.load(tiny_model)
+    card.classes = ("hemorrhage",)  # the card now says one class; the weights have five
+    save_model(SmartNet(ModelCard.load(tiny_model)), card, broken)
+    card.save(broken)
+    proc = run_cli("analyze", str(ct_file), "-o", str(tmp_path / "o"), "--model", str(broken))
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert line.startswith(f"error: {broken}: weights do not match the model card") and "\n" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_garbage_weights_file(tmp_path, ct_file, tiny_model):
+    broken = tmp_path / "garbage"
+    broken.mkdir()
+    (broken / "model.json").write_text((tiny_model / "model.json").read_text())
+    (broken / "model.pt").write_bytes(b"not a torch file")
+    proc = run_cli("analyze", str(ct_file), "-o", str(tmp_path / "o"), "--model", str(broken))
+    assert proc.returncode == 2 and "cannot load weights" in proc.stderr
+
+
+def test_cuda_request_without_gpu(tmp_path, ct_file, tiny_model):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = run_cli("analyze", str(ct_file), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
+                   "--device", "cuda")
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
