@@ -50,7 +50,7 @@ class VolumeClassifier(nn.Module):
         else:
             layer = nn.TransformerEncoderLayer(hidden, nhead=4, dim_feedforward=2 * hidden, dropout=dropout,
                                                batch_first=True)
-            self.sequence = nn.TransformerEncoder(layer, num_layers=layers)
+            self.sequence = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, outputs))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -48,7 +48,9 @@ class SliceGrid:
     def restore(self, slices: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
         """(N, C, size, size) -> (N, C, height, width): resize back and crop the padding."""
         x = slices
-        if self.side != self.size:
+        if self.side != self.size and mode == "nearest":
+            x = F.interpolate(x, size=(self.side, self.side), mode="nearest-exact")
+        elif self.side != self.size:
             x = F.interpolate(x, size=(self.side, self.side), mode=mode, align_corners=False)
         left, _, top, _ = self.padding
         return x[..., top: top + self.height, left: left + self.width]

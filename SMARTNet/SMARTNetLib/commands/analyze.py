@@ -110,7 +110,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             from ..visual_report import write_visual_report
 
             heat = next(iter(analysis.activations.values()), None)
-            written = write_visual_report(image, analysis.labels, heat, report, stage)
+            written = write_visual_report(image, analysis.labels, heat, report, stage, warnings=report["warnings"])
             files.update({k: Path(v).name for k, v in written.items()})
         report["timing_s"]["write"] = round(time.perf_counter() - clock, 3)
         outputs.write_json(stage / outputs.REPORT_FILE, report)

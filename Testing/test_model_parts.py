@@ -1,0 +1,126 @@
+"""Model cards, model folders, the network's volume operators and slice preprocessing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import events_of, run_cli
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import parse_event
+from SMARTNetLib.model_card import ARCHITECTURES, Architecture, ModelCard, Preprocessing
+from SMARTNetLib.models import list_models, load_model, resolve_model, save_model
+from SMARTNetLib.network import SmartNet
+from SMARTNetLib.preprocessing import SliceGrid, apply_windows, slice_channels
+
+
+def _card(**kw) -> ModelCard:
+    return ModelCard(name=kw.pop("name", "m"), architecture=ARCHITECTURES["tiny"],
+                     preprocessing=Preprocessing(windows=("brain", "bone"), context_slices=1), **kw)
+
+
+def test_card_round_trip_and_outputs():
+    card = _card(classes=("hemorrhage",), description="Binary model\nmore text")
+    again = ModelCard.from_dict(json.loads(json.dumps(card.to_dict())))
+    assert again == card
+    assert card.output_names == ["hemorrhage"] and card.summary == "Binary model (hemorrhage)"
+    assert _card().output_names[0] == "any" and len(_card().output_names) == 6
+    with pytest.raises(ValueError, match="unknown hemorrhage class"):
+        _card(classes=("tumour",))
+    with pytest.raises(ValueError, match="unknown HU window"):
+        Preprocessing(windows=("lung",))
+    with pytest.raises(ValueError, match="newer than this engine"):
+        ModelCard.from_dict({**card.to_dict(), "format_version": 99})
+
+
+def test_save_load_half_precision_and_listing(tmp_path, smartnet_home):
+    torch.manual_seed(0)
+    card = _card(name="user-model", version="2.0")
+    model = SmartNet(card).eval()
+    folder = save_model(model, card, smartnet_home / "models" / "user-model", half=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pt"]
+    loaded, loaded_card = load_model(resolve_model("user-model"))
+    assert loaded_card == card
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(loaded.state_dict()[key], value.half().float())
+    (smartnet_home / "models" / "not-a-model").mkdir()
+    (smartnet_home / "models" / "bad-card").mkdir()
+    (smartnet_home / "models" / "bad-card" / "model.json").write_text("{broken")
+    mine = [m for m in list_models() if not m.bundled]
+    assert [(m.name, m.version, m.classes) for m in mine] == [("user-model", "2.0", card.classes)]
+    with pytest.raises(SmartNetError, match="invalid model card"):
+        load_model(smartnet_home / "models" / "bad-card")
+    # saving again replaces the folder atomically, leaving no temporary folders behind
+    save_model(model, card, folder)
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["bad-card", "not-a-model", "user-model"]
+
+
+def test_models_command_lists_user_models(tmp_path):
+    home = tmp_path / "home"
+    card = _card(name="mine", description="Fine-tuned on our cases")
+    save_model(SmartNet(card), card, home / "models" / "mine")
+    proc = run_cli("models", "--events", env={"SMARTNET_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    events = [parse_event(line) for line in proc.stdout.splitlines()]
+    result = events[-1]
+    user = [m for m in result["models"] if not m["bundled"]]
+    assert user == [{"name": "mine", "version": "0.1.0", "path": str(home / "models" / "mine"),
+                     "classes": list(card.classes), "description": card.summary, "synthetic_only": True,
+                     "bundled": False}]
+    text = run_cli("models", env={"SMARTNET_HOME": str(home)})
+    assert "mine 0.1.0 [user]" in text.stdout and "Fine-tuned on our cases" in text.stdout
+    assert events_of(proc)[-1]["user_models_dir"] == str(home / "models")
+
+
+@pytest.mark.parametrize("operator", ["lstm", "transformer"])
+def test_volume_classifier_handles_variable_depth(operator):
+    torch.manual_seed(0)
+    card = ModelCard(name="m", architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__,
+                                                             "volume_operator": operator}))
+    net = SmartNet(card).eval()
+    a, b = torch.randn(1, 7, net.feature_size), torch.randn(1, 4, net.feature_size)
+    padded = torch.cat([a, torch.cat([b, torch.zeros(1, 3, net.feature_size)], 1)])
+    with torch.no_grad():
+        batched = net.volume_classifier(padded, torch.tensor([7, 4]))
+        torch.testing.assert_close(batched[0], net.volume_classifier(a)[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(batched[1], net.volume_classifier(b)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_forward_shapes_and_reconstruction_range():
+    card = _card()
+    net = SmartNet(card).eval()
+    x = torch.rand(3, card.preprocessing.in_channels, 128, 128)
+    with torch.no_grad():
+        out = net.forward_slices(x)
+    assert out["cls"].shape == (3, 6) and out["seg"].shape == (3, 5, 128, 128)
+    assert out["rec"].shape == x.shape and 0 <= out["rec"].min() and out["rec"].max() <= 1
+    assert out["features"].shape == (3, net.feature_size)
+    # the 3D operator starts as the identity on the 2D logits (zero-initialised output layer)
+    seg3d = net.volume_segmenter(out["decoder"].permute(1, 0, 2, 3)[None], out["seg"].permute(1, 0, 2, 3)[None])
+    torch.testing.assert_close(seg3d[0].permute(1, 0, 2, 3), out["seg"])
+
+
+def test_slice_grid_round_trip_keeps_aspect():
+    grid = SliceGrid(height=30, width=50, size=64)
+    assert grid.padding == (0, 0, 10, 10)
+    x = torch.zeros(1, 1, 30, 50)
+    x[..., 10:20, 20:30] = 1.0
+    model = grid.to_model(x, fill=0.0, mode="nearest")
+    assert model.shape == (1, 1, 64, 64)
+    back = grid.restore(model, mode="nearest")
+    assert back.shape == (1, 1, 30, 50)
+    assert (back == x).float().mean() > 0.97
+
+
+def test_windows_and_neighbour_channels():
+    hu = torch.tensor([-1000.0, 0.0, 40.0, 80.0, 2000.0]).reshape(5, 1, 1)
+    windowed = apply_windows(hu, ("brain", "bone"))
+    torch.testing.assert_close(windowed[:, 0, 0, 0], torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    x = slice_channels(windowed, torch.tensor([0, 4]), context=1)
+    assert x.shape == (2, 6, 1, 1)
+    torch.testing.assert_close(x[0, :2], windowed[0])  # edge slice repeats itself
+    torch.testing.assert_close(x[0, 4:], windowed[1])
+    torch.testing.assert_close(x[1, 2:4], windowed[4])

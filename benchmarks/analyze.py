@@ -1,0 +1,111 @@
+"""Benchmark ``smartnet analyze`` on a 512x512x32 head CT (0.45 mm in-plane, 5 mm slices).
+
+Runs the real CLI in a subprocess (model load included), with and without Grad-CAM, and writes wall time,
+per-stage times from report.json and the child's peak RSS to ``benchmarks/results/analyze.json``.
+Targets on 2 CPU cores: <= 10 s for the whole call, peak RSS <= 3 GB.
+
+    python benchmarks/analyze.py [--model NAME|DIR] [--repeats 3] [--output benchmarks/results/analyze.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+SIZE, SPACING = (512, 512, 32), (0.45, 0.45, 5.0)
+
+
+def head_ct(path: Path) -> Path:
+    """A head-sized CT: air, scalp, skull, brain with grey/white contrast, ventricles, noise, and a bleed."""
+    nx, ny, nz = SIZE
+    rng = np.random.default_rng(0)
+    z, y, x = np.meshgrid((np.arange(nz) - nz / 2) * SPACING[2], (np.arange(ny) - ny / 2) * SPACING[1],
+                          (np.arange(nx) - nx / 2) * SPACING[0], indexing="ij")
+    r = np.sqrt((x / 75) ** 2 + (y / 92) ** 2 + (z / 85) ** 2)
+    ct = np.full(r.shape, -1000.0, np.float32)
+    ct[r < 1.06] = 30  # scalp
+    ct[r < 1.0] = 1300  # skull
+    ct[r < 0.93] = 38  # grey matter
+    ct[r < 0.8] = 28  # white matter
+    ct[(np.abs(x) < 8) & (np.abs(y) < 25) & (np.abs(z) < 20)] = 8  # ventricles
+    bleed = ((x - 40) ** 2 + (y + 10) ** 2 + (z - 10) ** 2) < 15**2
+    ct[bleed] = 62
+    ct += rng.normal(0, 4, ct.shape).astype(np.float32)
+    image = sitk.GetImageFromArray(ct.astype(np.int16))
+    image.SetSpacing(SPACING)
+    image.SetOrigin((-115.0, -115.0, -80.0))
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+def default_model(folder: Path) -> Path:
+    """A default-architecture model with random weights (speed does not depend on the weights)."""
+    from SMARTNetLib.model_card import ModelCard
+    from SMARTNetLib.models import save_model
+    from SMARTNetLib.network import SmartNet
+
+    card = ModelCard(name="benchmark-default", description="random weights, default architecture")
+    return save_model(SmartNet(card), card, folder / "benchmark-default")
+
+
+def run_once(ct: Path, model: str, out: Path, explain: str) -> dict:
+    cmd = [sys.executable, "-m", "SMARTNetLib.cli", "analyze", str(ct), "-o", str(out), "--model", model,
+           "--explain", explain, "--events"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"analyze failed: {stderr or stdout}")
+    report = json.loads((out / "report.json").read_text())
+    return {"wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stages_s": report["timing_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model name or folder (default: bundled, else random weights)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "analyze.json")
+    args = parser.parse_args()
+
+    from SMARTNetLib.models import DEFAULT_MODEL, list_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ct = head_ct(tmp / "head512.nii.gz")
+        model = args.model or (DEFAULT_MODEL if any(m.name == DEFAULT_MODEL for m in list_models())
+                               else str(default_model(tmp)))
+        runs = {}
+        for explain in ("none", "gradcam"):
+            runs[explain] = [run_once(ct, model, tmp / f"out-{explain}-{i}", explain) for i in range(args.repeats)]
+    best = {k: min(v, key=lambda r: r["wall_s"]) for k, v in runs.items()}
+    result = {
+        "benchmark": "analyze", "volume": {"size": SIZE, "spacing_mm": SPACING}, "model": model,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "targets": {"wall_s": 10.0, "peak_rss_mb": 3072},
+        "best_wall_s": {k: v["wall_s"] for k, v in best.items()},
+        "peak_rss_mb": max(r["peak_rss_mb"] for v in runs.values() for r in v),
+        "explain_cost_s": round(best["gradcam"]["wall_s"] - best["none"]["wall_s"], 3),
+        "runs": runs,
+        "command": "python benchmarks/analyze.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    result["meets_targets"] = (result["best_wall_s"]["gradcam"] <= 10.0 and result["peak_rss_mb"] <= 3072)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("best_wall_s", "peak_rss_mb", "explain_cost_s", "meets_targets")}))
+
+
+if __name__ == "__main__":
+    main()
