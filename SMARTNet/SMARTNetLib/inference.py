@@ -76,9 +76,7 @@ class Analyzer:
         if width > HEAD_WIDTH_LIMIT_MM:
             warnings.append(f"the input does not look like a head CT (body {width:.0f} mm wide); "
                             "findings are unreliable")
-        hu = torch.from_numpy(sitk.GetArrayFromImage(canonical).astype(np.float32))  # (D, H, W)
-        windowed, grid = prepare_volume(hu, self.card.preprocessing, self.card.architecture.image_size)
-        del hu
+        windowed, grid = self._prepare(canonical)
         timing["preprocess"] = _lap(clock)
         report(0.1, "preprocessed")
 
@@ -113,6 +111,19 @@ class Analyzer:
         report(1.0, "done")
         return Analysis(probabilities, [round(float(p), 4) for p in slice_probs], order, labels, activations,
                         findings, timing, warnings)
+
+    def encode(self, image: sitk.Image) -> dict[str, torch.Tensor]:
+        """Per-slice outputs of the 2D network (canonical inferior-to-superior order) plus ``volume``, the
+        volume operator's representation (before its last layer)."""
+        windowed, _ = self._prepare(to_canonical(image))
+        slices = self._run_slices(windowed, lambda f: None)
+        with torch.inference_mode():
+            slices["volume"] = self.model.volume_classifier.embed(slices["features"][None].to(self.device))[0].cpu()
+        return slices
+
+    def _prepare(self, canonical: sitk.Image) -> tuple[torch.Tensor, SliceGrid]:
+        hu = torch.from_numpy(sitk.GetArrayFromImage(canonical).astype(np.float32))  # (D, H, W)
+        return prepare_volume(hu, self.card.preprocessing, self.card.architecture.image_size)
 
     def _run_slices(self, windowed: torch.Tensor, progress: Callable[[float], None]) -> dict[str, torch.Tensor]:
         """The 2D network over every slice; outputs stacked along depth, on the CPU."""

@@ -1,6 +1,6 @@
 """Model folders: where they live, listing them, loading and saving them.
 
-Bundled models ship inside the package (``SMARTNetLib/models/<name>``); user models live in
+Bundled models ship inside the package (``SMARTNetLib/bundled_models/<name>``); user models live in
 ``$SMARTNET_HOME/models/<name>`` (default ``~/.smartnet/models``). A model folder holds ``model.json``
 (:class:`~SMARTNetLib.model_card.ModelCard`) and ``model.pt`` (a ``state_dict``).
 """
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .network import SmartNet
 
 DEFAULT_MODEL = "smartnet-default"
-BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled_models"
 
 
 def smartnet_home() -> Path:

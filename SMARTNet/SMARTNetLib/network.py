@@ -54,6 +54,10 @@ class VolumeClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, outputs))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(features, lengths))
+
+    def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The volume representation (B, 2 * hidden): mean and max of the sequence outputs over valid slices."""
         batch, depth, _ = features.shape
         if lengths is None:
             lengths = torch.full((batch,), depth, dtype=torch.long)
@@ -68,7 +72,7 @@ class VolumeClassifier(nn.Module):
         m = mask[..., None].to(x.dtype)
         mean = (x * m).sum(1) / m.sum(1).clamp(min=1)
         peak = x.masked_fill(~mask[..., None], float("-inf")).amax(1)
-        return self.head(torch.cat([mean, peak], dim=1))
+        return torch.cat([mean, peak], dim=1)
 
 
 class VolumeSegmenter(nn.Module):
