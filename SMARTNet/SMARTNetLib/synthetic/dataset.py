@@ -1,0 +1,152 @@
+"""One synthetic case (``make_case``) and a folder of cases with a MONAI-style datalist (``write_dataset``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
+from .bleeds import plan_bleeds, random_subtypes
+from .noise import SmoothNoise
+from .phantom import ProceduralHead
+from .scanner import random_geometry, render_procedural
+
+NEGATIVE_FRACTION = 0.4
+HOSTS = ("procedural", "real", "mixed")
+
+
+def label_volumes_ml(label: sitk.Image) -> dict[str, float]:
+    """Volume (mL) of each subtype present in ``label``."""
+    arr = sitk.GetArrayViewFromImage(label)
+    voxel_ml = float(np.prod(label.GetSpacing())) / 1000.0
+    counts = np.bincount(arr.ravel(), minlength=6)
+    return {c.name: round(float(counts[c.label_value]) * voxel_ml, 3) for c in SUBTYPES if counts[c.label_value]}
+
+
+def _choose_subtypes(rng: np.random.Generator, subtypes: list[str] | None) -> list[str]:
+    if subtypes is not None:
+        subtypes = [class_from_segment_name(s) or s for s in subtypes]  # also "SDH", "subdural hematoma"
+        bad = [s for s in subtypes if s not in SUBTYPE_NAMES]
+        if bad:
+            raise ValueError(f"unknown subtypes {bad}; known: {', '.join(SUBTYPE_NAMES)}")
+        return list(subtypes)
+    return [] if rng.random() < NEGATIVE_FRACTION else random_subtypes(rng)
+
+
+def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
+              host: str = "procedural") -> tuple[sitk.Image, sitk.Image, dict]:
+    """Make one synthetic case.
+
+    ``subtypes``: None = random (about 40% negatives), ``[]`` = a negative (confounders only), or a list
+    of subtype names (repeats = several bleeds of that subtype). ``host``: ``procedural``, ``real``
+    (the InVesalius head; falls back to procedural when absent) or ``mixed`` (random per seed).
+    Returns the CT (int16 HU), its label map (uint8, label values of ``SMARTNetLib.classes``, same
+    geometry) and a description (subtypes, volume_ml, host, scanner, bleeds).
+
+    >>> ct, label, info = make_case(0, subtypes=["subdural"])
+    >>> info["subtypes"]
+    ['subdural']
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
+    if host not in HOSTS:
+        raise ValueError(f"host must be one of {HOSTS}, not {host!r}")
+    if host == "mixed":
+        host = "real" if rng.random() < 0.3 else "procedural"
+    wanted = _choose_subtypes(rng, subtypes)
+    if host == "real":
+        from .real_head import make_real_case
+
+        result = make_real_case(rng, size, wanted)
+        if result is not None:
+            ct, label, info = result
+            return _finish(ct, label, info, wanted)
+        host = "procedural"
+    head = ProceduralHead(rng)
+    geom = random_geometry(rng, size, head_top=float(head.axes[2] + head.skull + head.scalp))
+    gravity = geom.pose.T @ np.array([0.0, 1.0, 0.0])  # supine: blood settles posteriorly (scanner +y)
+    bleeds = plan_bleeds(rng, head, wanted, gravity)
+    texture = SmoothNoise(rng, scale_mm=6.0, extent_mm=240)
+    hu, lab, render = render_procedural(head, geom, bleeds, rng, texture)
+    ref = geom.reference_image()
+    ct = sitk.GetImageFromArray(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
+    ct.CopyInformation(ref)
+    label = sitk.GetImageFromArray(lab)
+    label.CopyInformation(ref)
+    confounders = ["falx", "tentorium", "skull-base beam hardening", "bone partial volume"]
+    if head.calcs:
+        confounders.append("choroid plexus / pineal calcification")
+    if head.hu.falx_calcified:
+        confounders.append("calcified falx")
+    info = {"host": "procedural", "scanner": geom.describe(), "bleeds": [b.describe() for b in bleeds],
+            "confounders": confounders, "atrophy": round(head.atrophy, 2), **render}
+    return _finish(ct, label, info, wanted)
+
+
+def _finish(ct: sitk.Image, label: sitk.Image, info: dict, wanted: list[str]) -> tuple[sitk.Image, sitk.Image, dict]:
+    volumes = label_volumes_ml(label)
+    info = {"subtypes": sorted(volumes, key=SUBTYPE_NAMES.index), "volume_ml": volumes,
+            "requested_subtypes": sorted(set(wanted), key=SUBTYPE_NAMES.index), **info}
+    return ct, label, info
+
+
+def _write_image(image: sitk.Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "small", host: str = "procedural",
+                  validation_fraction: float = 0.2,
+                  progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Write ``n`` cases under ``output_dir/cases`` and ``output_dir/datalist.json``; returns a summary.
+
+    Case ``i`` is ``make_case(seed * 1_000_003 + i, ...)``, so any case can be remade alone. Every
+    ``round(1 / validation_fraction)``-th case goes to ``validation``.
+    """
+    out = Path(output_dir)
+    (out / "cases").mkdir(parents=True, exist_ok=True)
+    every = max(2, int(round(1 / validation_fraction))) if validation_fraction > 0 else 0
+    datalist: dict[str, list] = {"training": [], "validation": []}
+    for i in range(n):
+        case_seed = case_seed_for(seed, i)
+        ct, label, info = make_case(case_seed, size=size, host=host)
+        name = f"case_{i:05d}"
+        _write_image(ct, out / "cases" / f"{name}_ct.nii.gz")
+        _write_image(label, out / "cases" / f"{name}_label.nii.gz")
+        entry = {"image": f"cases/{name}_ct.nii.gz", "label": f"cases/{name}_label.nii.gz",
+                 "subtypes": info["subtypes"], "volume_ml": info["volume_ml"], "host": info["host"],
+                 "seed": case_seed, "size": [int(s) for s in ct.GetSize()],
+                 "spacing": [round(float(s), 4) for s in ct.GetSpacing()]}
+        datalist["validation" if every and (i % every == every - 1) else "training"].append(entry)
+        if progress:
+            progress(i + 1, n, entry)
+    write_json_atomic(datalist, out / "datalist.json")
+    entries = datalist["training"] + datalist["validation"]
+    counts = {s: sum(s in e["subtypes"] for e in entries) for s in SUBTYPE_NAMES}
+    return {"output_dir": str(out), "datalist": str(out / "datalist.json"), "cases": n,
+            "training": len(datalist["training"]), "validation": len(datalist["validation"]),
+            "negatives": sum(not e["subtypes"] for e in entries), "subtype_counts": counts,
+            "hosts": {h: sum(e["host"] == h for e in entries) for h in ("procedural", "real")}}
+
+
+def case_seed_for(seed: int, index: int) -> int:
+    """Seed of case ``index`` in a data set made with ``seed``."""
+    return int(seed) * 1_000_003 + int(index)
