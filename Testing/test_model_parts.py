@@ -124,3 +124,28 @@ def test_windows_and_neighbour_channels():
     torch.testing.assert_close(x[0, :2], windowed[0])  # edge slice repeats itself
     torch.testing.assert_close(x[0, 4:], windowed[1])
     torch.testing.assert_close(x[1, 2:4], windowed[4])
+
+
+def test_thin_slices_are_pooled_into_slabs_and_mapped_back(tiny_model):
+    from conftest import head_phantom
+    from SMARTNetLib.inference import Analyzer
+    from SMARTNetLib.models import load_model
+    from SMARTNetLib.preprocessing import pool_label_slabs, slab_groups, slab_weights
+
+    assert slab_groups(10, 1.0, 4.0) == [(0, 4), (4, 8), (8, 10)]
+    assert slab_groups(6, 5.0, 4.0) == [(n, n + 1) for n in range(6)] and slab_weights(slab_groups(6, 5, 4), 6) is None
+    weights = slab_weights([(0, 4), (4, 8)], 8)
+    torch.testing.assert_close(weights.sum(1), torch.ones(8))
+    assert weights[0, 0] == 1 and weights[7, 1] == 1 and 0 < weights[4, 0] < 1
+    labels = torch.zeros(4, 2, 2, dtype=torch.uint8)
+    labels[:3, 0, 0] = 5  # 3 of 4 slices: kept
+    labels[:1, 1, 1] = 2  # 1 of 4 slices: below half, dropped
+    pooled = pool_label_slabs(labels, [(0, 4)], [1, 2, 3, 4, 5])
+    assert pooled.tolist() == [[[5, 0], [0, 0]]]
+
+    model, card = load_model(tiny_model)
+    ct, _ = head_phantom(size=(40, 32, 30), spacing=(0.9, 0.9, 1.25))
+    analysis = Analyzer(model, card, torch.device("cpu")).analyze(ct, explain="gradcam")
+    assert analysis.labels.GetSize() == ct.GetSize() and len(analysis.slice_probabilities) == 30
+    heat = next(iter(analysis.activations.values()))
+    assert heat.GetSize() == ct.GetSize() and heat.GetOrigin() == ct.GetOrigin()

@@ -15,7 +15,7 @@ from .classes import classes_for
 from .errors import SmartNetError
 from .model_card import ModelCard
 from .network import SmartNet
-from .preprocessing import SliceGrid, prepare_volume, slice_channels
+from .preprocessing import SliceGrid, pool_slabs, prepare_volume, slab_groups, slab_weights, slice_channels
 from .volume import from_canonical, head_width_mm, slice_axis_map, to_canonical, voxel_volume_ml
 
 HEAD_WIDTH_LIMIT_MM = 260.0
@@ -76,7 +76,10 @@ class Analyzer:
         if width > HEAD_WIDTH_LIMIT_MM:
             warnings.append(f"the input does not look like a head CT (body {width:.0f} mm wide); "
                             "findings are unreliable")
-        windowed, grid = self._prepare(canonical)
+        depth = canonical.GetDepth()
+        groups = slab_groups(depth, canonical.GetSpacing()[2], self.card.preprocessing.slab_mm)
+        weights = slab_weights(groups, depth)  # None when every slice is its own slab
+        windowed, grid = self._prepare(canonical, groups)
         timing["preprocess"] = _lap(clock)
         report(0.1, "preprocessed")
 
@@ -87,14 +90,14 @@ class Analyzer:
             volume_logits = self.model.volume_classifier(slices["features"][None].to(self.device))[0]
         probs = torch.sigmoid(volume_logits.float()).cpu().numpy()
         probabilities = {name: float(p) for name, p in zip(self.card.output_names, probs)}
-        labels_canonical = self._segment(slices, grid, lambda f: report(0.7 + 0.15 * f, "segmentation"))
+        labels_canonical = self._segment(slices, grid, weights, lambda f: report(0.7 + 0.15 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
 
         activations = {}
         if explain != "none":
             targets = self.card.output_names if explain_classes else self.card.output_names[:1]
             for target in targets:
-                heat = self._explain(slices["deep"], grid, explain, self.card.output_names.index(target))
+                heat = self._explain(slices["deep"], grid, weights, explain, self.card.output_names.index(target))
                 heat *= probabilities[target]  # a confident negative gives a dim map, not a normalised one
                 activations[target] = from_canonical(_image_like(heat.numpy(), canonical), image)
             report(0.95, "explained")
@@ -102,7 +105,8 @@ class Analyzer:
 
         labels = from_canonical(_image_like(labels_canonical, canonical), image)
         findings = self._findings(labels, probabilities)
-        slice_probs = torch.sigmoid(slices["cls"][:, 0].float()).numpy()
+        slice_probs = torch.sigmoid(slices["cls"][:, 0].float())
+        slice_probs = (weights @ slice_probs if weights is not None else slice_probs).numpy()
         axis, flipped = slice_axis_map(image)
         order = "k" if axis == 2 else "inferior-to-superior"
         if axis == 2 and flipped:
@@ -115,14 +119,16 @@ class Analyzer:
     def encode(self, image: sitk.Image) -> dict[str, torch.Tensor]:
         """Per-slice outputs of the 2D network (canonical inferior-to-superior order) plus ``volume``, the
         volume operator's representation (before its last layer)."""
-        windowed, _ = self._prepare(to_canonical(image))
+        canonical = to_canonical(image)
+        groups = slab_groups(canonical.GetDepth(), canonical.GetSpacing()[2], self.card.preprocessing.slab_mm)
+        windowed, _ = self._prepare(canonical, groups)
         slices = self._run_slices(windowed, lambda f: None)
         with torch.inference_mode():
             slices["volume"] = self.model.volume_classifier.embed(slices["features"][None].to(self.device))[0].cpu()
         return slices
 
-    def _prepare(self, canonical: sitk.Image) -> tuple[torch.Tensor, SliceGrid]:
-        hu = torch.from_numpy(sitk.GetArrayFromImage(canonical).astype(np.float32))  # (D, H, W)
+    def _prepare(self, canonical: sitk.Image, groups: list[tuple[int, int]]) -> tuple[torch.Tensor, SliceGrid]:
+        hu = pool_slabs(torch.from_numpy(sitk.GetArrayFromImage(canonical).astype(np.float32)), groups)  # (D, H, W)
         return prepare_volume(hu, self.card.preprocessing, self.card.architecture.image_size)
 
     def _run_slices(self, windowed: torch.Tensor, progress: Callable[[float], None]) -> dict[str, torch.Tensor]:
@@ -140,28 +146,35 @@ class Analyzer:
                 progress(min(start + self.batch_size, depth) / depth)
         return {k: torch.cat(v) for k, v in parts.items()}
 
-    def _segment(self, slices: dict[str, torch.Tensor], grid: SliceGrid, progress: Callable[[float], None],
-                 slab: int = 16) -> np.ndarray:
-        """The 3D operator in slabs (with a one-slice halo, exact for its 3x3x3 kernel) -> canonical label map."""
+    def _segment(self, slices: dict[str, torch.Tensor], grid: SliceGrid, weights: torch.Tensor | None,
+                 progress: Callable[[float], None], slab: int = 16) -> np.ndarray:
+        """The 3D operator in chunks of slabs (a one-slab halo makes chunking exact for its 3x3x3 kernel), then
+        probabilities interpolated back to every slice, restored in-plane and thresholded -> canonical labels."""
         decoder, seg = slices["decoder"], slices["seg"]
-        depth = decoder.shape[0]
+        slabs = decoder.shape[0]
+        probs = torch.empty(slabs, seg.shape[1], grid.size, grid.size)  # (D', K, S, S) at model size
+        with torch.inference_mode():
+            for start in range(0, slabs, slab):
+                stop = min(start + slab, slabs)
+                lo, hi = max(start - 1, 0), min(stop + 1, slabs)
+                dec = decoder[lo:hi].permute(1, 0, 2, 3)[None].to(self.device)
+                logits = self.model.volume_segmenter(dec, seg[lo:hi].permute(1, 0, 2, 3)[None].to(self.device))
+                probs[start:stop] = torch.sigmoid(logits[0, :, start - lo: stop - lo].float()).permute(1, 0, 2, 3).cpu()
+                progress(0.5 * stop / slabs)
+        depth = weights.shape[0] if weights is not None else slabs
         values = torch.tensor([c.label_value for c in self.classes], dtype=torch.uint8)
         threshold = self.card.thresholds.get("segmentation", 0.5)
         labels = np.zeros((depth, grid.height, grid.width), dtype=np.uint8)
-        with torch.inference_mode():
-            for start in range(0, depth, slab):
-                stop = min(start + slab, depth)
-                lo, hi = max(start - 1, 0), min(stop + 1, depth)
-                dec = decoder[lo:hi].permute(1, 0, 2, 3)[None].to(self.device)
-                logits = self.model.volume_segmenter(dec, seg[lo:hi].permute(1, 0, 2, 3)[None].to(self.device))
-                probs = torch.sigmoid(logits[0, :, start - lo: stop - lo].float()).permute(1, 0, 2, 3).cpu()
-                probs = grid.restore(probs)  # (d, K, H, W)
-                best, which = probs.max(dim=1)
-                labels[start:stop] = torch.where(best > threshold, values[which], 0).numpy()
-                progress(stop / depth)
+        for start in range(0, depth, slab):
+            stop = min(start + slab, depth)
+            chunk = probs[start:stop] if weights is None else torch.einsum("ds,skhw->dkhw", weights[start:stop], probs)
+            best, which = grid.restore(chunk).max(dim=1)  # over classes, on the input's in-plane grid
+            labels[start:stop] = torch.where(best > threshold, values[which], 0).numpy()
+            progress(0.5 + 0.5 * stop / depth)
         return labels
 
-    def _explain(self, deep: torch.Tensor, grid: SliceGrid, method: str, target: int) -> torch.Tensor:
+    def _explain(self, deep: torch.Tensor, grid: SliceGrid, weights: torch.Tensor | None, method: str,
+                 target: int) -> torch.Tensor:
         """Heat map (D, H, W) in [0, 1] on the canonical grid.
 
         ``activation`` is SMART-Net's map (channel mean of the deepest encoder feature). ``gradcam`` is
@@ -177,10 +190,12 @@ class Analyzer:
             with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # cuDNN RNN backward needs train
                 logits = self.model.volume_classifier(self.model.pool(maps)[None])[0]
                 (grads,) = torch.autograd.grad(logits[target], maps)
-            weights = grads.mean(dim=(0, 2, 3))  # one weight per channel for the whole volume
-            cam = (weights[None, :, None, None] * maps.detach()).sum(dim=1).clamp(min=0).cpu()
+            channel_weights = grads.mean(dim=(0, 2, 3))  # one weight per channel for the whole volume
+            cam = (channel_weights[None, :, None, None] * maps.detach()).sum(dim=1).clamp(min=0).cpu()
         else:
             raise SmartNetError(f"unknown explanation method {method!r} (use {', '.join(EXPLAIN_METHODS)})")
+        if weights is not None:  # slabs back to slices
+            cam = torch.einsum("ds,shw->dhw", weights, cam.float())
         peak = cam.max()
         cam = cam / peak if peak > 0 else cam
         cam = F.interpolate(cam[:, None].float(), size=(grid.size, grid.size), mode="bilinear", align_corners=False)

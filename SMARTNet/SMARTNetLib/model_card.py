@@ -61,6 +61,7 @@ class Preprocessing:
 
     windows: tuple[str, ...] = ("brain", "subdural", "bone")
     context_slices: int = 1  # neighbouring slices on each side stacked as extra channels
+    slab_mm: float = 4.0  # thinner slices are averaged into slabs of about this thickness (0: never)
 
     def __post_init__(self) -> None:
         self.windows = tuple(self.windows)
