@@ -161,7 +161,14 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- models ------------------------------------------------------------------------------------
     def refreshModels(self) -> None:
-        """List models by running ``smartnet models`` in a child process (the GUI never imports torch)."""
+        """List models by running ``smartnet models`` in a child process (the GUI never imports torch).
+
+        While the engine is busy the current list stays, and the refresh runs when the run ends (SMARTNetTraining
+        calls this when it registers a new model)."""
+        if self.logic.busy:
+            self._modelsRefreshPending = True
+            return
+        self._modelsRefreshPending = False
         self.ui.modelSelector.clear()
         self.ui.modelSelector.addItem(_("Looking for models..."))
         self.ui.modelSelector.enabled = False
@@ -254,6 +261,8 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onAnalysisFinished(self, outcome, results, errorMessage) -> None:
         self.ui.progressBar.visible = False
         self._updateApplyButton()
+        if getattr(self, "_modelsRefreshPending", False):
+            qt.QTimer.singleShot(0, self.refreshModels)
         if outcome.status == "cancelled":
             self.ui.stageLabel.text = _("Cancelled.")
             return

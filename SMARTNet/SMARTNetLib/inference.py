@@ -97,7 +97,7 @@ class Analyzer:
         if explain != "none":
             targets = self.card.output_names if explain_classes else self.card.output_names[:1]
             for target in targets:
-                heat = self._explain(slices["deep"], grid, weights, explain, self.card.output_names.index(target))
+                heat = self._explain(slices, grid, weights, explain, self.card.output_names.index(target))
                 heat *= probabilities[target]  # a confident negative gives a dim map, not a normalised one
                 activations[target] = from_canonical(_image_like(heat.numpy(), canonical), image)
             report(0.95, "explained")
@@ -134,7 +134,7 @@ class Analyzer:
     def _run_slices(self, windowed: torch.Tensor, progress: Callable[[float], None]) -> dict[str, torch.Tensor]:
         """The 2D network over every slice; outputs stacked along depth, on the CPU."""
         depth, context = windowed.shape[0], self.card.preprocessing.context_slices
-        keep = ("cls", "seg", "features", "decoder", "deep")
+        keep = ("cls", "seg", "features", "decoder", "deep", "stage")
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
         with torch.inference_mode():
             for start in range(0, depth, self.batch_size):
@@ -173,22 +173,23 @@ class Analyzer:
             progress(0.5 + 0.5 * stop / depth)
         return labels
 
-    def _explain(self, deep: torch.Tensor, grid: SliceGrid, weights: torch.Tensor | None, method: str,
+    def _explain(self, slices: dict[str, torch.Tensor], grid: SliceGrid, weights: torch.Tensor | None, method: str,
                  target: int) -> torch.Tensor:
         """Heat map (D, H, W) in [0, 1] on the canonical grid.
 
         ``activation`` is SMART-Net's map (channel mean of the deepest encoder feature). ``gradcam`` is
-        Grad-CAM of the volume-level output ``target`` with one backward pass through the 3D operator for
-        the whole volume: the encoder is not run again, gradients start at the stored deepest maps.
+        Grad-CAM of the volume-level output ``target`` at the encoder map :attr:`SmartNet.explain_stage`, with
+        one backward pass through the encoder's last stages and the 3D operator for the whole volume at once.
         MONAI's ``GradCAM`` re-runs the whole model per input and cannot follow a volume split into
         slice batches, hence this short implementation of the same formula.
         """
         if method == "activation":
-            cam = deep.mean(dim=1).clamp(min=0)
+            cam = slices["deep"].mean(dim=1).clamp(min=0)
         elif method == "gradcam":
-            maps = deep.to(self.device).requires_grad_(True)
+            maps = slices["stage"].to(self.device).requires_grad_(True)
             with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # cuDNN RNN backward needs train
-                logits = self.model.volume_classifier(self.model.pool(maps)[None])[0]
+                deep = self.model.encoder_tail(maps, self.model.explain_stage)
+                logits = self.model.volume_classifier(self.model.pool(deep)[None])[0]
                 (grads,) = torch.autograd.grad(logits[target], maps)
             channel_weights = grads.mean(dim=(0, 2, 3))  # one weight per channel for the whole volume
             cam = (channel_weights[None, :, None, None] * maps.detach()).sum(dim=1).clamp(min=0).cpu()

@@ -115,18 +115,34 @@ class SmartNet(nn.Module):
         """Per-slice feature vector: global average and max of the deepest encoder map."""
         return torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
 
+    @property
+    def explain_stage(self) -> int:
+        """Index of the encoder feature map Grad-CAM uses: stride 8 on ResNet encoders (finer than the deepest
+        map's stride 32, which is a 4x4 grid on a 128-pixel slice), else the deepest map."""
+        return 2 if hasattr(self.unet.encoder, "layer4") else -1
+
+    def encoder_tail(self, features: torch.Tensor, stage: int) -> torch.Tensor:
+        """Run the encoder from its feature map ``stage`` to the deepest map (ResNet encoders)."""
+        if stage == -1:
+            return features
+        encoder = self.unet.encoder
+        for layer in (encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4)[stage:]:
+            features = layer(features)
+        return features
+
     def forward_slices(self, x: torch.Tensor, reconstruct: bool = True) -> dict[str, torch.Tensor]:
         """2D pass over a batch of slices (B, C, H, W).
 
         Returns ``cls`` (B, outputs) logits, ``seg`` (B, classes, H, W) logits, ``rec`` (B, C, H, W) in [0, 1]
-        (when asked), ``features`` (B, F), ``decoder`` (B, C_dec, H, W) and ``deep`` (the deepest encoder map).
+        (when asked), ``features`` (B, F), ``decoder`` (B, C_dec, H, W), ``deep`` (the deepest encoder map) and
+        ``stage`` (the encoder map at :attr:`explain_stage`).
         """
         feats = self.unet.encoder(x)
         decoder = self.unet.decoder(feats, self.unet.skip_connect)
         deep = feats[-1]
         pooled = self.pool(deep)
         out = {"cls": self.classify(pooled), "seg": self.unet.segmentation_head(decoder), "features": pooled,
-               "decoder": decoder, "deep": deep}
+               "decoder": decoder, "deep": deep, "stage": feats[self.explain_stage]}
         if reconstruct:
             out["rec"] = self.reconstruct(deep)
         return out
