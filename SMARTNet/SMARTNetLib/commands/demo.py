@@ -11,7 +11,9 @@ from ..models import DEFAULT_MODEL
 from . import analyze
 
 HELP = "analyze the bundled sample head CT (synthetic hemorrhage) with the bundled model and summarize"
-SAMPLE_CT = Path(__file__).resolve().parent.parent / "data" / "sample_head_ct.nii.gz"
+DATA = Path(__file__).resolve().parent.parent / "data"
+SAMPLE_CT = DATA / "sample_head_ct.nii.gz"  # made by scripts/make_sample_ct.py (synthetic SDH + IPH)
+SAMPLE_TRUTH = DATA / "sample_head_ct_truth.nii.gz"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +31,21 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         format="nifti", explain="gradcam", explain_subtypes=False, report=not args.no_report)
     result = analyze.run(analyze_args, sink)
     result["sample"] = str(SAMPLE_CT)
+    result["truth_ml"] = truth_volumes()
     return result
+
+
+def truth_volumes() -> dict[str, float]:
+    """Volumes (mL) of each subtype in the sample's ground-truth label map."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..classes import SUBTYPES
+
+    label = sitk.ReadImage(str(SAMPLE_TRUTH))
+    counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=6)
+    ml = float(np.prod(label.GetSpacing())) / 1000
+    return {c.name: round(float(counts[c.label_value] * ml), 2) for c in SUBTYPES}
 
 
 def summarize(result: dict) -> str:
@@ -42,9 +58,12 @@ def summarize(result: dict) -> str:
     if report["model"]["synthetic_only"]:
         lines.append("note: this model was trained on synthetic data only; not for clinical use")
     lines.append(f"ICH probability: {report['ich_probability']:.2f}")
+    truth = result.get("truth_ml", {})
     for name, finding in report["findings"].items():
-        lines.append(f"  {name:<17} probability {finding['probability']:.2f}   volume {finding['volume_ml']:6.1f} mL")
-    lines.append(f"  {'total':<17} {'':<16} volume {report['total_volume_ml']:6.1f} mL")
+        lines.append(f"  {name:<17} probability {finding['probability']:.2f}   volume {finding['volume_ml']:6.1f} mL"
+                     f"   (truth {truth.get(name, 0.0):5.1f} mL)")
+    lines.append(f"  {'total':<17} {'':<16} volume {report['total_volume_ml']:6.1f} mL"
+                 f"   (truth {sum(truth.values()):5.1f} mL)")
     for warning in report["warnings"]:
         lines.append(f"warning: {warning}")
     folder = Path(case["output_dir"]).resolve()
