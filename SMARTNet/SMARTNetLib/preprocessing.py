@@ -79,6 +79,8 @@ def pool_label_slabs(labels: torch.Tensor, groups: list[tuple[int, int]], values
     if len(groups) == labels.shape[0]:
         return labels
     out = torch.zeros((len(groups), *labels.shape[1:]), dtype=labels.dtype)
+    if not values:
+        return out
     for n, (a, b) in enumerate(groups):
         fractions = torch.stack([(labels[a:b] == v).float().mean(dim=0) for v in values])  # (K, H, W)
         best, which = fractions.max(dim=0)

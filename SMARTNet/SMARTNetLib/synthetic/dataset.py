@@ -124,7 +124,9 @@ def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "sm
     out = Path(output_dir)
     (out / "cases").mkdir(parents=True, exist_ok=True)
     every = max(2, int(round(1 / validation_fraction))) if validation_fraction > 0 else 0
-    datalist: dict[str, list] = {"training": [], "validation": []}
+    # "synthetic" marks models trained on it as synthetic-only; "classes" keeps subtype labels even for a
+    # set whose only bleeds are epidural (label value 1, which alone would read as a binary mask).
+    datalist: dict = {"synthetic": True, "classes": "subtypes", "training": [], "validation": []}
     for i in range(n):
         case_seed = case_seed_for(seed, i)
         ct, label, info = make_case(case_seed, size=size, host=host)

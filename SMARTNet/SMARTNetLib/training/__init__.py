@@ -1,0 +1,1 @@
+"""Training SMART-Net models: ``smartnet train`` (datalists, sampling, losses, the loop, validation, recipes)."""
