@@ -32,7 +32,7 @@ class Architecture:
 
     encoder: str = "resnet10"  # a MONAI FlexibleUNet backbone: resnet10..resnet200, efficientnet-b0..b8
     decoder_channels: tuple[int, ...] = (64, 32, 16, 16, 8)
-    image_size: int = 256  # in-plane size the slices are resized to
+    image_size: int = 128  # in-plane size the slices are resized to (about 1.8 mm pixels for a head)
     volume_operator: str = "lstm"  # "lstm" (Bi-LSTM, as the paper) or "transformer"
     operator_hidden: int = 128
     operator_layers: int = 1
@@ -48,8 +48,8 @@ class Architecture:
 # MONAI's encoder keeps its stride-2 stem; "default" is light enough for a laptop CPU.
 ARCHITECTURES: dict[str, Architecture] = {
     "default": Architecture(),
-    "paper": Architecture(encoder="resnet50", decoder_channels=(256, 128, 64, 32, 16), operator_hidden=256,
-                          operator_layers=1),
+    "paper": Architecture(encoder="resnet50", decoder_channels=(256, 128, 64, 32, 16), image_size=256,
+                          operator_hidden=256, operator_layers=1),
     "tiny": Architecture(encoder="resnet10", decoder_channels=(32, 16, 16, 8, 8), image_size=128,
                          operator_hidden=32),
 }

@@ -91,7 +91,8 @@ def synthesize(spec: dict, folder: Path, device: str = "auto") -> Path:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if rank == 0 and not datalist.is_file():
         command = [sys.executable, "-m", "SMARTNetLib.cli", "synth", "--n", str(spec["n"]), "--seed",
-                   str(spec["seed"]), "--size", spec["size"], "--output-dir", str(folder)]
+                   str(spec["seed"]), "--size", spec["size"], "--host", spec.get("host", "procedural"),
+                   "--output-dir", str(folder)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
