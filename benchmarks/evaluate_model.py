@@ -29,37 +29,10 @@ import SimpleITK as sitk
 import torch
 
 from SMARTNetLib.classes import SUBTYPES
+from SMARTNetLib.evaluation import dice, pointing_hit, roc_auc
 from SMARTNetLib.inference import Analyzer, resolve_device
 from SMARTNetLib.model_card import ModelCard
 from SMARTNetLib.models import load_model, resolve_model
-
-POINTING_MM = 10.0
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
-
-
-def pointing_hit(heat: sitk.Image, truth: np.ndarray) -> bool:
-    """Whether the activation peak lies inside the hemorrhage or within POINTING_MM of it."""
-    values = sitk.GetArrayViewFromImage(heat)
-    k, j, i = np.unravel_index(int(np.argmax(values)), values.shape)
-    peak = np.array(heat.TransformIndexToPhysicalPoint((int(i), int(j), int(k))))
-    if truth[k, j, i]:
-        return True
-    kk, jj, ii = np.nonzero(truth)
-    step = max(1, len(kk) // 200000)
-    index = np.stack([ii[::step], jj[::step], kk[::step]], 1).astype(float)
-    direction = np.array(heat.GetDirection()).reshape(3, 3) * np.array(heat.GetSpacing())
-    points = index @ direction.T + np.array(heat.GetOrigin())
-    return bool(np.min(np.linalg.norm(points - peak, axis=1)) <= POINTING_MM)
-
-
-def auc(truth: list[int], scores: list[float]) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return round(float(roc_auc_score(truth, scores)), 4) if 0 < sum(truth) < len(truth) else None
 
 
 def evaluate_synthetic(analyzer: Analyzer, n: int, seed: int, log) -> dict:
@@ -92,8 +65,8 @@ def evaluate_synthetic(analyzer: Analyzer, n: int, seed: int, log) -> dict:
     pos = [r for r in rows if r["positive"]]
     metrics = {
         "cases": n, "positives": len(pos), "negatives": n - len(pos),
-        "auc_any": auc([int(r["positive"]) for r in rows], [r["probability"] for r in rows]),
-        "auc_subtypes": {c.name: auc([int(r["subtypes"][c.name]["present"]) for r in rows],
+        "auc_any": roc_auc([int(r["positive"]) for r in rows], [r["probability"] for r in rows]),
+        "auc_subtypes": {c.name: roc_auc([int(r["subtypes"][c.name]["present"]) for r in rows],
                                      [r["subtypes"][c.name]["probability"] for r in rows]) for c in SUBTYPES},
         "dice_positive_mean": round(float(np.mean([r["dice"] for r in pos])), 4) if pos else None,
         "dice_subtypes_mean": {c.name: _mean([r["subtypes"][c.name]["dice"] for r in rows

@@ -81,13 +81,13 @@ class BezierIntensity(RandomizableTransform):
         return 1.0 - out if self.inverted else out
 
 
-def local_shuffle(size: int, prob: float = SHUFFLE_PROB) -> RandCoarseShuffle:
+def local_shuffle(size: int, prob: float = SHUFFLE_PROB, holes: int = 16, max_holes: int = 64) -> RandCoarseShuffle:
     """Local pixel shuffling: 16-64 boxes of 1/32 to 1/10 of the side, pixels permuted within each box.
 
     MONAI shuffles every channel separately: the values of each channel's patch are kept (its histogram),
     their positions lost.
     """
-    return RandCoarseShuffle(holes=16, max_holes=64, spatial_size=max(2, size // 32),
+    return RandCoarseShuffle(holes=holes, max_holes=max_holes, spatial_size=max(2, size // 32),
                              max_spatial_size=max(3, size // 10), prob=prob)
 
 

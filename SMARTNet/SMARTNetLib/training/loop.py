@@ -251,8 +251,9 @@ class Trainer:
         if cfg.base_model:
             folder = resolve_model(cfg.base_model)
             model, base = load_model(folder)
+            lineage = {k: base.provenance[k] for k in ("pretraining", "command", "data") if k in base.provenance}
             card = dataclasses.replace(base, provenance={"base_model": {"name": base.name, "version": base.version,
-                                                                        "path": str(folder)}}, metrics={})
+                                                                        "path": str(folder), **lineage}}, metrics={})
             if cfg.image_size and cfg.image_size != base.architecture.image_size:
                 self.out.warning(f"--image-size {cfg.image_size} ignored: the base model works at "
                                  f"{base.architecture.image_size} px")

@@ -1,0 +1,349 @@
+"""Self-supervised pretraining (Models Genesis) of SMART-Net's encoder on unlabeled head CTs.
+
+Slices are sampled, augmented and windowed exactly as in supervised training (:mod:`.dataset`), distorted by
+:class:`~.distortions.ModelsGenesis` (local shuffling, non-linear intensity, in/out-painting), and the encoder
+plus the reconstruction head (which sees only the deepest encoder feature, as in the paper) learn to restore
+the undistorted slice (L1, SMART-Net's reconstruction loss, or MSE, Models Genesis'). The output is a full
+model folder (random classification, segmentation and volume heads) that ``smartnet train --base-model``
+fine-tunes; its card's provenance says ``"pretraining": {"method": "models-genesis", ...}``.
+
+After every epoch the model folder is replaced by the latest weights and a checkpoint (model, optimizer,
+scheduler, scaler, epoch, RNG states) is written atomically to ``OUTPUT/checkpoints/last.pt``. Every random
+draw of an epoch comes from generators seeded by (seed, epoch), so ``resume`` ends in the state of an
+uninterrupted run. A fixed probe of distorted slices (same every epoch) measures the restoration loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SmartNetError
+from ..events import EventSink
+from ..inference import resolve_device
+from ..model_card import ARCHITECTURES, ModelCard, Preprocessing
+from ..network import SmartNet
+from ..volume import IMAGE_SUFFIXES, read_ct
+from .dataset import SliceSampler, TrainingVolume, preload, slice_augmentation, slice_batch, window
+from .distortions import ModelsGenesis
+from .loop import (
+    CHECKPOINT,
+    SLICES_PER_VOLUME,
+    Trainer,
+    _restore_rng,
+    _rng_state,
+    _save_model_into,
+    _seed,
+    _seed_all,
+    lr_lambda,
+    set_phase,
+)
+
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+PROBE_SLICES = 32  # distorted slices scored after every epoch (always the same ones)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything ``smartnet pretrain`` needs (see ``commands/pretrain.py``)."""
+
+    data: Path
+    output: Path
+    architecture: str = "default"
+    image_size: int | None = None
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-3
+    loss: str = "l1"
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    name: str | None = None
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+class Restorer(nn.Module):
+    """Encoder -> reconstruction head: the part of SMART-Net that Models Genesis trains.
+
+    Equivalent to ``SmartNet.forward_slices(x)["rec"]`` without the segmentation decoder, which the
+    restoration loss does not reach.
+    """
+
+    def __init__(self, net: SmartNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.reconstruct(self.net.unet.encoder(x)[-1])
+
+    def modules_trained(self) -> list[nn.Module]:
+        return [self.net.unet.encoder, self.net.reconstruct]
+
+
+# ------------------------------------------------------------------------------------------------ data
+def find_images(data: Path) -> tuple[list[Path], dict]:
+    """The CT inputs of ``data`` and a description of the source.
+
+    A datalist (``.json``): its "training" and "validation" images (labels ignored). A folder: every
+    NIfTI/NRRD/MHA file under it (Slicer ``.seg.nrrd`` excluded) and every folder holding a DICOM series.
+    """
+    if not data.exists():
+        raise SmartNetError("not found", data)
+    if data.is_file():
+        if not data.name.lower().endswith(".json"):
+            raise SmartNetError("--data must be a folder of CT volumes or a MONAI datalist (.json)", data)
+        from .datalist import load_datalist
+
+        datalist = load_datalist(data, val_split=0.0)
+        images = list(dict.fromkeys(c.image for c in [*datalist.training, *datalist.validation]))
+        return images, {"kind": "datalist", "path": str(data.resolve()), "synthetic": datalist.synthetic}
+    images: list[Path] = []
+    for folder, dirs, files in os.walk(data):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        names = sorted(f for f in files if not f.startswith("."))
+        images += [Path(folder) / f for f in names if f.lower().endswith(IMAGE_SUFFIXES)
+                   and not f.lower().endswith(".seg.nrrd")]
+        if any(not f.lower().endswith((*IMAGE_SUFFIXES, ".json", ".txt", ".raw", ".zraw", ".gz")) for f in names) \
+                and _has_dicom_series(Path(folder)):
+            images.append(Path(folder))
+    return images, {"kind": "folder", "path": str(data.resolve()), "synthetic": _declared_synthetic(data)}
+
+
+def _has_dicom_series(folder: Path) -> bool:
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        return False
+
+
+def _declared_synthetic(folder: Path) -> bool:
+    """A folder is synthetic when a ``datalist.json`` at its root says so (``"synthetic": true``)."""
+    import json
+
+    try:
+        return bool(json.loads((folder / "datalist.json").read_text()).get("synthetic", False))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_volumes(images: list[Path], card: ModelCard, strict: bool,
+                 sink: EventSink) -> tuple[list[TrainingVolume], int]:
+    """Preload the CTs at model size, thin slices pooled into slabs (as supervised training and inference do).
+    In a folder (not ``strict``), files that are not CTs (e.g. label maps) are skipped; returns the volumes and
+    the number skipped."""
+    volumes, skipped = [], 0
+    for n, path in enumerate(images):
+        try:
+            image = read_ct(path)
+        except SmartNetError as err:
+            if strict:
+                raise
+            skipped += 1
+            sink.log(f"skipped {path}: {err.problem}")
+            continue
+        empty = np.zeros(image.GetSize()[::-1], np.uint8)
+        volumes.append(preload(image, empty, card.architecture.image_size, path.name, card.preprocessing.slab_mm))
+        sink.progress("load", 0.05 * (n + 1) / len(images), f"read {path.name}")
+    return volumes, skipped
+
+
+# ------------------------------------------------------------------------------------------------ training
+class Pretrainer:
+    """Runs ``smartnet pretrain``; :meth:`run` returns the command's result."""
+
+    def __init__(self, cfg: PretrainConfig, sink: EventSink) -> None:
+        self.cfg, self.sink, self.clock = cfg, sink, time.perf_counter()
+        self.device = resolve_device(cfg.device)
+        self.cuda = self.device.type == "cuda"
+        self.checkpoint_path = cfg.output / CHECKPOINT
+
+    def run(self) -> dict:
+        from monai.data import set_track_meta
+
+        set_track_meta(False)
+        cfg = self.cfg
+        if cfg.loss not in LOSSES:
+            raise SmartNetError(f"unknown loss {cfg.loss!r} (use {' or '.join(LOSSES)})")
+        checkpoint = self._load_checkpoint()
+        images, source = find_images(cfg.data)
+        if not images:
+            raise SmartNetError("no CT volumes found (NIfTI, NRRD, MHA files or DICOM series folders)", cfg.data)
+        card = ModelCard.from_dict(checkpoint["card"]) if checkpoint else self._new_card()
+        size = card.architecture.image_size
+        self.sink.progress("load", 0.0, f"reading {len(images)} CT volumes")
+        volumes, skipped = load_volumes(images, card, strict=source["kind"] == "datalist", sink=self.sink)
+        if not volumes:
+            raise SmartNetError(f"none of the {len(images)} files found is a readable CT volume", cfg.data)
+        if skipped:
+            self.sink.warning(f"{skipped} of {len(images)} files are not CT volumes (label maps?) and were skipped")
+        source.update(volumes=len(volumes), slices=int(sum(len(v.body_slices) for v in volumes)))
+        if not checkpoint:
+            card = self._finish_card(card, source)
+        elif checkpoint["card"]["provenance"]["pretraining"]["data"].get("volumes") != len(volumes):
+            self.sink.warning("the data differ from those of the checkpoint's run")
+        self.card, self.volumes = card, volumes
+
+        _seed_all(cfg.seed)
+        net = SmartNet(card)
+        if checkpoint:
+            net.load_state_dict(checkpoint["model"])
+        net.to(self.device)
+        restorer = Restorer(net)
+        params = set_phase(net, restorer.modules_trained())
+        steps = int(cfg.steps_per_epoch or max(1, math.ceil(len(volumes) * SLICES_PER_VOLUME / cfg.batch_size)))
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.epochs * steps))
+        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        history: list[dict] = checkpoint["history"] if checkpoint else []
+        start = checkpoint["epoch"] if checkpoint else 0
+        if checkpoint:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            scaler.load_state_dict(checkpoint["scaler"])
+            _restore_rng(checkpoint["rng"])
+        probe, probe_target = self._probe()
+        sampler = SliceSampler(volumes, cfg.batch_size, cfg.seed)
+        self.sink.log(f"pretraining on {self.device}: {len(volumes)} CT volumes, {steps} steps of {cfg.batch_size} "
+                      f"slices per epoch, {card.architecture.encoder} encoder at {size} px")
+
+        for epoch in range(start, cfg.epochs):
+            clock = time.perf_counter()
+            params = set_phase(net, restorer.modules_trained())
+            train_loss = self._epoch(restorer, sampler, params, optimizer, scheduler, scaler, epoch, steps)
+            restoration, identity = self._score(restorer, probe, probe_target)
+            record = {"stage": "pretrain", "epoch": epoch + 1, "epochs": cfg.epochs, "train_loss": round(train_loss, 5),
+                      "restoration_loss": round(restoration, 5), "identity_loss": round(identity, 5),
+                      "seconds": round(time.perf_counter() - clock, 2)}
+            history.append(record)
+            self.card = dataclasses.replace(self.card, metrics={"pretraining": {**record, "loss": cfg.loss,
+                                                                                "history": history}})
+            _save_model_into(net, self.card, cfg.output)
+            self._save_checkpoint({"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                   "rng": _rng_state(), "card": self.card.to_dict(), "history": history})
+            self.sink.metrics(**record, lr=optimizer.param_groups[0]["lr"])
+        net.eval()
+        self.sink.progress("done", 1.0, "pretraining finished")
+        return {"model_dir": str(cfg.output), "name": self.card.name, "volumes": len(volumes),
+                "metrics": history[-1] if history else {}, "checkpoint": str(self.checkpoint_path),
+                "device": str(self.device), "seconds": round(time.perf_counter() - self.clock, 1)}
+
+    # ------------------------------------------------------------------------------------------ pieces
+    def _load_checkpoint(self) -> dict | None:
+        cfg = self.cfg
+        if not cfg.resume:
+            if self.checkpoint_path.exists():
+                raise SmartNetError("this folder already holds a run; use --resume to continue it, or choose "
+                                    "another --output", cfg.output)
+            return None
+        if not self.checkpoint_path.is_file():
+            raise SmartNetError("nothing to resume: no checkpoint in this folder", cfg.output)
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or foreign files raise many kinds of errors
+            raise SmartNetError(f"cannot read the checkpoint: {str(err).splitlines()[0][:150]}",
+                                self.checkpoint_path) from None
+        if "pretraining" not in state.get("card", {}).get("provenance", {}):
+            raise SmartNetError("this checkpoint is not a pretraining run (use smartnet train --resume)",
+                                self.checkpoint_path)
+        return state
+
+    def _new_card(self) -> ModelCard:
+        cfg = self.cfg
+        if cfg.architecture not in ARCHITECTURES:
+            raise SmartNetError(f"unknown architecture {cfg.architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        arch = ARCHITECTURES[cfg.architecture]
+        if cfg.image_size:
+            arch = dataclasses.replace(arch, image_size=int(cfg.image_size))
+        return ModelCard(name="untitled", architecture=arch, preprocessing=Preprocessing())
+
+    def _finish_card(self, card: ModelCard, source: dict) -> ModelCard:
+        cfg = self.cfg
+        name = cfg.name or cfg.output.resolve().name
+        description = (f"SMART-Net encoder pretrained self-supervised (Models Genesis) on {source['volumes']} "
+                       f"unlabeled CT volumes; its heads are untrained: fine-tune it with smartnet train "
+                       f"--base-model before analysis")
+        pretraining = {"method": "models-genesis", "data": source, "loss": cfg.loss,
+                       "distortions": ModelsGenesis(card.architecture.image_size).settings,
+                       "command": shlex.join(["smartnet", *cfg.command[1:]]), "argv": list(cfg.command),
+                       "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch, "batch_size": cfg.batch_size,
+                       "lr": cfg.lr, "seed": cfg.seed,
+                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return dataclasses.replace(card, name=name, version="1.0.0", description=description,
+                                   synthetic_only=bool(source["synthetic"]),
+                                   provenance={"base_model": None, "pretraining": pretraining}, metrics={})
+
+    def _batch(self, picks: list[tuple[int, int]], augment, distort: ModelsGenesis) -> tuple[torch.Tensor, ...]:
+        """Windowed slices (the targets) and their distorted versions (the inputs)."""
+        hu, _ = slice_batch(self.volumes, picks, self.card.preprocessing.context_slices, augment)
+        target = window(hu, self.card.preprocessing)
+        return distort.batch(target), target
+
+    def _probe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed set of distorted slices (drawn from the seed alone) scored after every epoch."""
+        rng = np.random.default_rng([self.cfg.seed, 99])
+        picks = []
+        for _ in range(PROBE_SLICES):
+            v = int(rng.integers(len(self.volumes)))
+            picks.append((v, int(rng.choice(self.volumes[v].body_slices))))
+        distort = ModelsGenesis(self.card.architecture.image_size)
+        distort.set_random_state(seed=_seed(self.cfg.seed, 99))
+        return self._batch(picks, None, distort)
+
+    def _epoch(self, restorer: Restorer, sampler: SliceSampler, params, optimizer, scheduler, scaler, epoch: int,
+               steps: int) -> float:
+        cfg, size = self.cfg, self.card.architecture.image_size
+        augment = slice_augmentation(size)
+        augment.set_random_state(seed=_seed(cfg.seed, epoch, 0, 11))
+        distort = ModelsGenesis(size)
+        distort.set_random_state(seed=_seed(cfg.seed, epoch, 0, 31))
+        criterion, total, every = LOSSES[cfg.loss], 0.0, max(1, steps // 20)
+        for step, picks in enumerate(sampler.batches(epoch, steps)):
+            distorted, target = self._batch(picks, augment, distort)
+            with torch.autocast("cuda", enabled=self.cuda):
+                restored = restorer(distorted.to(self.device, non_blocking=True))
+            loss = criterion(restored.float(), target.to(self.device))
+            Trainer._step(loss, params, optimizer, scheduler, scaler)
+            total += loss.item()
+            if (step + 1) % every == 0 or step + 1 == steps:
+                fraction = 0.05 + 0.95 * (epoch + (step + 1) / steps) / cfg.epochs
+                self.sink.progress("pretrain", fraction, f"epoch {epoch + 1} step {step + 1}/{steps} "
+                                                         f"loss {total / (step + 1):.4f}")
+        return total / steps
+
+    @torch.no_grad()
+    def _score(self, restorer: Restorer, probe: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+        """Restoration loss on the probe, and the loss of leaving the slices distorted (for comparison)."""
+        restorer.eval()
+        criterion, restored = LOSSES[self.cfg.loss], []
+        for chunk in probe.split(self.cfg.batch_size):
+            with torch.autocast("cuda", enabled=self.cuda):
+                restored.append(restorer(chunk.to(self.device)).float().cpu())
+        return float(criterion(torch.cat(restored), target)), float(criterion(probe, target))
+
+    def _save_checkpoint(self, state: dict) -> None:
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+
+def pretrain(cfg: PretrainConfig, sink: EventSink) -> dict:
+    """Pretrain a model as configured; returns the command's result (see :class:`Pretrainer`)."""
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    return Pretrainer(cfg, sink).run()

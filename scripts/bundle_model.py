@@ -1,0 +1,37 @@
+"""Copy a trained model into the package as a bundled model: float16 weights, plain-spoken card.
+
+    python scripts/bundle_model.py TRAINED_MODEL_DIR [--name smartnet-default]
+
+The weights are stored as float16 (half the size; the engine loads them as float32). The card's
+description states what the model was trained on and that it is not for clinical use.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from SMARTNetLib.models import BUNDLED_DIR, load_model, save_model
+
+DESCRIPTION = (
+    "SMART-Net hemorrhage model trained on SYNTHETIC data only (procedural heads and bleeds inserted into one "
+    "real normal head CT). Not for clinical use; not validated on real hemorrhage. Fine-tune it on your own "
+    "annotated scans (SMARTNetTraining module or `smartnet train --base-model smartnet-default`)."
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trained", type=Path)
+    parser.add_argument("--name", default="smartnet-default")
+    args = parser.parse_args()
+    model, card = load_model(args.trained)
+    card.name, card.description, card.synthetic_only = args.name, DESCRIPTION, True
+    card.provenance["bundled_from"] = "scripts/bundle_model.py (float16 weights)"
+    folder = save_model(model, card, BUNDLED_DIR / args.name, half=True)
+    size = (folder / "model.pt").stat().st_size / 2**20
+    print(f"bundled {card.name} {card.version} in {folder} ({size:.1f} MiB weights)")
+
+
+if __name__ == "__main__":
+    main()
