@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
 import shlex
 import sys
 import time
@@ -29,10 +28,19 @@ from torch.nn.parallel import DistributedDataParallel
 from ..classes import classes_for
 from ..errors import SmartNetError
 from ..events import EventSink
-from ..model_card import ARCHITECTURES, CARD_FILE, WEIGHTS_FILE, ModelCard, Preprocessing
-from ..models import load_model, resolve_model, save_model
+from ..model_card import ARCHITECTURES, WEIGHTS_FILE, ModelCard, Preprocessing
+from ..models import load_model, resolve_model
 from ..network import SmartNet
 from . import distributed
+from .checkpoint import (
+    derived_seed,
+    load_checkpoint,
+    optimizer_step,
+    restore_rng,
+    rng_state,
+    save_model_into,
+    seed_all,
+)
 from .datalist import Datalist, class_names, load_datalist
 from .dataset import (
     SliceSampler,
@@ -195,11 +203,11 @@ class Trainer:
         data = self._load_data(datalist, card)
         card = self._finish_card(card, checkpoint, data, datalist)
         self.card = card
-        _seed_all(cfg.seed)  # the same initial weights on every rank
+        seed_all(cfg.seed)  # the same initial weights on every rank
         self.net = SmartNet(card)
         if base_state is not None:
             self._load_base(base_state)
-        _seed_all(cfg.seed + 1000 * self.dist.rank + 1)  # dropout differs between ranks
+        seed_all(cfg.seed + 1000 * self.dist.rank + 1)  # dropout differs between ranks
         self.sampler = SliceSampler(data.training, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.data = data
         self.values = [c.label_value for c in classes_for(card.classes)]
@@ -228,20 +236,7 @@ class Trainer:
                 "seconds": round(time.perf_counter() - self.clock, 1)}
 
     def _load_checkpoint(self) -> dict | None:
-        cfg = self.cfg
-        if not cfg.resume:
-            if self.checkpoint_path.exists():
-                raise SmartNetError("this folder already holds a training run; use --resume to continue it, or "
-                                    "choose another --output", cfg.output)
-            return None
-        if not self.checkpoint_path.is_file():
-            raise SmartNetError("nothing to resume: no checkpoint in this folder", cfg.output)
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or foreign files raise many kinds of errors
-            raise SmartNetError(f"cannot read the checkpoint: {str(err).splitlines()[0][:150]}",
-                                self.checkpoint_path) from None
-        return state
+        return load_checkpoint(self.checkpoint_path, self.cfg.output, self.cfg.resume, "training")
 
     def _card_and_base(self, checkpoint: dict | None) -> tuple[ModelCard, dict | None]:
         """The card to train (classes decided later from the data) and the base model's weights, if any."""
@@ -400,7 +395,7 @@ class Trainer:
             self.history.append(record)
             if self.dist.main:
                 self._keep_best(record, metrics)
-            rng = self.dist.gather(_rng_state())
+            rng = self.dist.gather(rng_state())
             if self.dist.main:
                 self._save_checkpoint({"stage": stage, "epoch": epoch + 1, "model": net.state_dict(),
                                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -424,7 +419,7 @@ class Trainer:
                         progress) -> float:
         cfg, prep = self.cfg, self.card.preprocessing
         augment = slice_augmentation(self.card.architecture.image_size)
-        augment.set_random_state(seed=_seed(cfg.seed, epoch, self.dist.rank, 11))
+        augment.set_random_state(seed=derived_seed(cfg.seed, epoch, self.dist.rank, 11))
         criterion, device, total = UpstreamLoss(), self.dist.device, 0.0
         every = max(1, steps // 20)
         for step, picks in enumerate(self.sampler.batches(epoch, steps)):
@@ -434,7 +429,7 @@ class Trainer:
             with torch.autocast("cuda", enabled=self.cuda):
                 out = wrapped(x)
             loss, _ = criterion(out, x, seg_t.to(device), cls_t.to(device))
-            self._step(loss, params, optimizer, scheduler, scaler)
+            optimizer_step(loss, params, optimizer, scheduler, scaler)
             total += loss.item()
             if (step + 1) % every == 0 or step + 1 == steps:
                 progress((step + 1) / steps, f"epoch {epoch + 1} step {step + 1}/{steps} loss {total / (step + 1):.4f}")
@@ -444,7 +439,7 @@ class Trainer:
                           progress) -> float:
         cfg, prep = self.cfg, self.card.preprocessing
         augment = volume_augmentation()
-        augment.set_random_state(seed=_seed(cfg.seed, epoch, self.dist.rank, 23))
+        augment.set_random_state(seed=derived_seed(cfg.seed, epoch, self.dist.rank, 23))
         criterion, device, total = DownstreamLoss(), self.dist.device, 0.0
         for step, v in enumerate(self.sampler.volume_order(epoch, steps)):
             hu, labels = volume_item(self.data.training[v], augment)
@@ -454,20 +449,10 @@ class Trainer:
                 cls, seg = wrapped(x)
             loss, _ = criterion(cls, seg, cls_t.amax(0, keepdim=True).to(device),
                                 seg_t.permute(1, 0, 2, 3)[None].to(device))
-            self._step(loss, params, optimizer, scheduler, scaler)
+            optimizer_step(loss, params, optimizer, scheduler, scaler)
             total += loss.item()
             progress((step + 1) / steps, f"epoch {epoch + 1} volume {step + 1}/{steps} loss {total / (step + 1):.4f}")
         return total / steps
-
-    @staticmethod
-    def _step(loss, params, optimizer, scheduler, scaler) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
 
     # ------------------------------------------------------------------------------------ validation, files
     def _validate(self, stage: str, base: float) -> dict:
@@ -498,7 +483,7 @@ class Trainer:
                                     for r in self.history]}
         self.best = {"score": score, "metrics": card_metrics}
         self.card = dataclasses.replace(self.card, metrics=card_metrics)
-        _save_model_into(self.net, self.card, self.cfg.output)
+        save_model_into(self.net, self.card, self.cfg.output)
 
     def _save_checkpoint(self, state: dict) -> None:
         path = self.checkpoint_path
@@ -509,53 +494,10 @@ class Trainer:
 
     def _set_rng(self, states: list[dict]) -> None:
         if len(states) == self.dist.world:
-            _restore_rng(states[self.dist.rank])
+            restore_rng(states[self.dist.rank])
         else:  # resumed with another number of processes: reproducible, though not identical
             self.out.warning(f"resumed with {self.dist.world} processes instead of {len(states)}")
-            _seed_all(self.cfg.seed + 1000 * self.dist.rank)
-
-
-def _save_model_into(net: SmartNet, card: ModelCard, folder: Path) -> None:
-    """:func:`save_model` into a staging folder, then the two files moved into ``folder`` (keeping checkpoints/)."""
-    staging = folder / ".best"
-    save_model(net, card, staging)
-    os.replace(staging / WEIGHTS_FILE, folder / WEIGHTS_FILE)
-    os.replace(staging / CARD_FILE, folder / CARD_FILE)
-    staging.rmdir()
-
-
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                       cached], "python": _py_state(random.getstate())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _py_state(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+            seed_all(self.cfg.seed + 1000 * self.dist.rank)
 
 
 def _round(value: float | None) -> float | None:

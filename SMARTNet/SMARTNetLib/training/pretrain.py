@@ -37,20 +37,18 @@ from ..inference import resolve_device
 from ..model_card import ARCHITECTURES, ModelCard, Preprocessing
 from ..network import SmartNet
 from ..volume import IMAGE_SUFFIXES, read_ct
+from .checkpoint import (
+    derived_seed,
+    load_checkpoint,
+    optimizer_step,
+    restore_rng,
+    rng_state,
+    save_model_into,
+    seed_all,
+)
 from .dataset import SliceSampler, TrainingVolume, preload, slice_augmentation, slice_batch, window
 from .distortions import ModelsGenesis
-from .loop import (
-    CHECKPOINT,
-    SLICES_PER_VOLUME,
-    Trainer,
-    _restore_rng,
-    _rng_state,
-    _save_model_into,
-    _seed,
-    _seed_all,
-    lr_lambda,
-    set_phase,
-)
+from .loop import CHECKPOINT, SLICES_PER_VOLUME, lr_lambda, set_phase
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 PROBE_SLICES = 32  # distorted slices scored after every epoch (always the same ones)
@@ -197,7 +195,7 @@ class Pretrainer:
             self.sink.warning("the data differ from those of the checkpoint's run")
         self.card, self.volumes = card, volumes
 
-        _seed_all(cfg.seed)
+        seed_all(cfg.seed)
         net = SmartNet(card)
         if checkpoint:
             net.load_state_dict(checkpoint["model"])
@@ -214,7 +212,7 @@ class Pretrainer:
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             scaler.load_state_dict(checkpoint["scaler"])
-            _restore_rng(checkpoint["rng"])
+            restore_rng(checkpoint["rng"])
         probe, probe_target = self._probe()
         sampler = SliceSampler(volumes, cfg.batch_size, cfg.seed)
         self.sink.log(f"pretraining on {self.device}: {len(volumes)} CT volumes, {steps} steps of {cfg.batch_size} "
@@ -231,10 +229,10 @@ class Pretrainer:
             history.append(record)
             self.card = dataclasses.replace(self.card, metrics={"pretraining": {**record, "loss": cfg.loss,
                                                                                 "history": history}})
-            _save_model_into(net, self.card, cfg.output)
+            save_model_into(net, self.card, cfg.output)
             self._save_checkpoint({"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                   "rng": _rng_state(), "card": self.card.to_dict(), "history": history})
+                                   "rng": rng_state(), "card": self.card.to_dict(), "history": history})
             self.sink.metrics(**record, lr=optimizer.param_groups[0]["lr"])
         net.eval()
         self.sink.progress("done", 1.0, "pretraining finished")
@@ -244,19 +242,9 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------------------ pieces
     def _load_checkpoint(self) -> dict | None:
-        cfg = self.cfg
-        if not cfg.resume:
-            if self.checkpoint_path.exists():
-                raise SmartNetError("this folder already holds a run; use --resume to continue it, or choose "
-                                    "another --output", cfg.output)
+        state = load_checkpoint(self.checkpoint_path, self.cfg.output, self.cfg.resume, "pretraining")
+        if state is None:
             return None
-        if not self.checkpoint_path.is_file():
-            raise SmartNetError("nothing to resume: no checkpoint in this folder", cfg.output)
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or foreign files raise many kinds of errors
-            raise SmartNetError(f"cannot read the checkpoint: {str(err).splitlines()[0][:150]}",
-                                self.checkpoint_path) from None
         if "pretraining" not in state.get("card", {}).get("provenance", {}):
             raise SmartNetError("this checkpoint is not a pretraining run (use smartnet train --resume)",
                                 self.checkpoint_path)
@@ -301,23 +289,23 @@ class Pretrainer:
             v = int(rng.integers(len(self.volumes)))
             picks.append((v, int(rng.choice(self.volumes[v].body_slices))))
         distort = ModelsGenesis(self.card.architecture.image_size)
-        distort.set_random_state(seed=_seed(self.cfg.seed, 99))
+        distort.set_random_state(seed=derived_seed(self.cfg.seed, 99))
         return self._batch(picks, None, distort)
 
     def _epoch(self, restorer: Restorer, sampler: SliceSampler, params, optimizer, scheduler, scaler, epoch: int,
                steps: int) -> float:
         cfg, size = self.cfg, self.card.architecture.image_size
         augment = slice_augmentation(size)
-        augment.set_random_state(seed=_seed(cfg.seed, epoch, 0, 11))
+        augment.set_random_state(seed=derived_seed(cfg.seed, epoch, 0, 11))
         distort = ModelsGenesis(size)
-        distort.set_random_state(seed=_seed(cfg.seed, epoch, 0, 31))
+        distort.set_random_state(seed=derived_seed(cfg.seed, epoch, 0, 31))
         criterion, total, every = LOSSES[cfg.loss], 0.0, max(1, steps // 20)
         for step, picks in enumerate(sampler.batches(epoch, steps)):
             distorted, target = self._batch(picks, augment, distort)
             with torch.autocast("cuda", enabled=self.cuda):
                 restored = restorer(distorted.to(self.device, non_blocking=True))
             loss = criterion(restored.float(), target.to(self.device))
-            Trainer._step(loss, params, optimizer, scheduler, scaler)
+            optimizer_step(loss, params, optimizer, scheduler, scaler)
             total += loss.item()
             if (step + 1) % every == 0 or step + 1 == steps:
                 fraction = 0.05 + 0.95 * (epoch + (step + 1) / steps) / cfg.epochs
