@@ -128,6 +128,9 @@ def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool 
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in model.state_dict().items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes the folder private; a model folder is an ordinary one
     try:
         torch.save(state, tmp / WEIGHTS_FILE)
         card.save(tmp)
