@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from .errors import SmartNetError
 from .model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from .models import BUNDLED_DIR, user_models_dir
+from .models import BUNDLED_DIR, staged_folder, user_models_dir
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COMPARED = ("val_auc", "val_dice", "val_dice_classes", "val_cases", "val_positive", "val_scored_by")
@@ -108,22 +107,10 @@ def register_model(trained_dir: str | Path, name: str, base_model: str | None = 
     metrics["comparison"] = {"split": "validation", "base_model": base_metrics, "new_model": new_metrics}
     card = dataclasses.replace(card, name=name, provenance=provenance, metrics=metrics)
 
-    models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models_dir))
-    try:
+    with staged_folder(target) as tmp:
         shutil.copy2(trained_dir / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
         card.save(tmp)
-        if target.exists():
-            old = models_dir / f".{name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

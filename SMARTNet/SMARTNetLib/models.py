@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,24 +118,17 @@ def _check_state(model: SmartNet, state: dict, folder: Path) -> None:
                             f"unexpected, {len(shapes)} of another shape, e.g. {example})", folder)
 
 
-def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool = False) -> Path:
-    """Write ``model.json`` and ``model.pt`` atomically: into a temporary folder, then renamed into place.
-
-    ``half`` stores floating-point weights as float16 (half the size; loading restores float32).
-    """
-    import torch
-
-    folder = Path(folder)
+@contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``folder``; when the block succeeds it replaces ``folder`` by renames, else it
+    is removed. Readers see the old folder or the new one, never a half-written one."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
-             for k, v in model.state_dict().items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes the folder private; a model folder is an ordinary one
     try:
-        torch.save(state, tmp / WEIGHTS_FILE)
-        card.save(tmp)
+        yield tmp
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -144,4 +139,19 @@ def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool 
             tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool = False) -> Path:
+    """Write ``model.json`` and ``model.pt`` atomically (see :func:`staged_folder`).
+
+    ``half`` stores floating-point weights as float16 (half the size; loading restores float32).
+    """
+    import torch
+
+    folder = Path(folder)
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+             for k, v in model.state_dict().items()}
+    with staged_folder(folder) as tmp:
+        torch.save(state, tmp / WEIGHTS_FILE)
+        card.save(tmp)
     return folder
