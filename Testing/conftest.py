@@ -81,3 +81,19 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 
 def events_of(proc: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def kill_at_first_checkpoint(command: str, args: list[str], output: Path, env: dict, timeout: float = 120) -> Path:
+    """Start ``smartnet COMMAND ARGS --output OUTPUT``, SIGKILL it once its first checkpoint exists; return that."""
+    import signal
+    import time
+
+    checkpoint = output / "checkpoints" / "last.pt"
+    child = subprocess.Popen([sys.executable, "-m", "SMARTNetLib.cli", command, *args, "--output", str(output)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    deadline = time.time() + timeout
+    while not checkpoint.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return checkpoint

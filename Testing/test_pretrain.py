@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +11,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from conftest import events_of, head_phantom, run_cli
+from conftest import events_of, head_phantom, kill_at_first_checkpoint, run_cli
 from SMARTNetLib.model_card import ModelCard
 from SMARTNetLib.models import load_model
 from SMARTNetLib.training.distortions import BezierIntensity, ModelsGenesis, inpainting, local_shuffle, outpainting
@@ -170,14 +165,7 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(ct_folder, tmp_path):
     assert ModelCard.load(whole).synthetic_only is True  # the datalist says so
 
     killed = tmp_path / "killed"
-    checkpoint = killed / "checkpoints" / "last.pt"
-    child = subprocess.Popen([sys.executable, "-m", "SMARTNetLib.cli", "pretrain", *args, "--output", str(killed)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})
-    deadline = time.time() + 120
-    while not checkpoint.exists() and child.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    checkpoint = kill_at_first_checkpoint("pretrain", args, killed, ONE_THREAD)
     assert torch.load(checkpoint, weights_only=True)["epoch"] < 3, "the run finished before it could be killed"
     refused = run_cli("pretrain", *args, "--output", str(killed), env=ONE_THREAD)
     assert refused.returncode == 2 and "--resume" in refused.stdout

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import events_of, head_phantom, run_cli
+from conftest import events_of, head_phantom, kill_at_first_checkpoint, run_cli
 from SMARTNetLib.classes import SUBTYPES
 from SMARTNetLib.errors import SmartNetError
 from SMARTNetLib.inference import Analyzer
@@ -91,14 +89,7 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(datalist, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     killed = tmp_path / "killed"
-    checkpoint = killed / "checkpoints" / "last.pt"
-    child = subprocess.Popen([sys.executable, "-m", "SMARTNetLib.cli", "train", *args, "--output", str(killed)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})
-    deadline = time.time() + 120
-    while not checkpoint.exists() and child.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    checkpoint = kill_at_first_checkpoint("train", args, killed, ONE_THREAD)
     state = torch.load(checkpoint, weights_only=True)
     assert (state["stage"], state["epoch"]) != ("downstream", 1), "the run finished before it could be killed"
 
