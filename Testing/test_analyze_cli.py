@@ -131,12 +131,20 @@ def test_event_stream_and_several_inputs(tmp_path, tiny_model, ct_file):
         assert json.loads(Path(case["report"]).read_text())["ich_probability"] == case["ich_probability"]
 
 
-def test_explain_activation_in_unit_range(tmp_path, tiny_model, ct_file):
+@pytest.mark.parametrize("method", ["activation", "hirescam"])
+def test_explain_methods_in_unit_range_on_the_input_grid(tmp_path, tiny_model, ct_file, method):
+    from SMARTNetLib.commands.analyze import EXPLAIN_METHODS
+    from SMARTNetLib.inference import EXPLAIN_METHODS as ENGINE_METHODS
+
+    assert EXPLAIN_METHODS == ENGINE_METHODS
     out = tmp_path / "out"
-    proc = run_cli("analyze", str(ct_file), "-o", str(out), "--model", str(tiny_model), "--explain", "activation")
+    proc = run_cli("analyze", str(ct_file), "-o", str(out), "--model", str(tiny_model), "--explain", method)
     assert proc.returncode == 0, proc.stderr
-    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "activation.nrrd")))
+    image = sitk.ReadImage(str(out / "activation.nrrd"))
+    heat = sitk.GetArrayFromImage(image)
     assert heat.min() >= 0.0 and heat.max() <= 1.0 and heat.max() > 0.0
+    reference = sitk.ReadImage(str(ct_file))
+    assert image.GetSize() == reference.GetSize() and image.GetOrigin() == pytest.approx(reference.GetOrigin())
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:

@@ -17,7 +17,7 @@ from SMARTNetLib.preprocessing import SliceGrid, apply_windows, slice_channels
 
 
 def _card(**kw) -> ModelCard:
-    return ModelCard(name=kw.pop("name", "m"), architecture=ARCHITECTURES["tiny"],
+    return ModelCard(name=kw.pop("name", "m"), architecture=kw.pop("architecture", ARCHITECTURES["tiny"]),
                      preprocessing=Preprocessing(windows=("brain", "bone"), context_slices=1), **kw)
 
 
@@ -81,8 +81,8 @@ def test_volume_classifier_handles_variable_depth(operator):
     card = ModelCard(name="m", architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__,
                                                              "volume_operator": operator}))
     net = SmartNet(card).eval()
-    a, b = torch.randn(1, 7, net.feature_size), torch.randn(1, 4, net.feature_size)
-    padded = torch.cat([a, torch.cat([b, torch.zeros(1, 3, net.feature_size)], 1)])
+    a, b = torch.randn(1, 7, net.operator_size), torch.randn(1, 4, net.operator_size)
+    padded = torch.cat([a, torch.cat([b, torch.zeros(1, 3, net.operator_size)], 1)])
     with torch.no_grad():
         batched = net.volume_classifier(padded, torch.tensor([7, 4]))
         torch.testing.assert_close(batched[0], net.volume_classifier(a)[0], atol=1e-5, rtol=1e-4)
@@ -97,10 +97,32 @@ def test_forward_shapes_and_reconstruction_range():
         out = net.forward_slices(x)
     assert out["cls"].shape == (3, 6) and out["seg"].shape == (3, 5, 128, 128)
     assert out["rec"].shape == x.shape and 0 <= out["rec"].min() and out["rec"].max() <= 1
-    assert out["features"].shape == (3, net.feature_size)
+    assert out["features"].shape == (3, net.feature_size) and out["operator"].shape == (3, net.operator_size)
     # the 3D operator starts as the identity on the 2D logits (zero-initialised output layer)
     seg3d = net.volume_segmenter(out["decoder"].permute(1, 0, 2, 3)[None], out["seg"].permute(1, 0, 2, 3)[None])
     torch.testing.assert_close(seg3d[0].permute(1, 0, 2, 3), out["seg"])
+
+
+@pytest.mark.parametrize("inputs", ["encoder", "segmentation", "both"])
+def test_grad_cam_recomputes_the_volume_classifiers_input_exactly(inputs):
+    """Grad-CAM reruns the encoder's tail (and the decoder, for segmentation evidence) from stored maps: the
+    vectors it differentiates must be those inference classified; old cards without the field read "encoder"."""
+    torch.manual_seed(0)
+    arch = Architecture(**{**ARCHITECTURES["tiny"].__dict__, "operator_inputs": inputs})
+    card = _card(architecture=arch)
+    old = card.to_dict()
+    del old["architecture"]["operator_inputs"]
+    assert ModelCard.from_dict(old).architecture.operator_inputs == "encoder"
+    net = SmartNet(card).eval()
+    x = torch.rand(5, card.preprocessing.in_channels, 64, 64)
+    with torch.no_grad():
+        out = net.forward_slices(x, reconstruct=False)
+        again = net.operator_input([*out["skips"], *net.encoder_tail(out["stage"], net.explain_stage)])
+    expected = {"encoder": net.feature_size, "segmentation": 10, "both": net.feature_size + 10}[inputs]
+    assert out["operator"].shape == (5, expected) == (5, net.operator_size)
+    torch.testing.assert_close(again["operator"], out["operator"])
+    with pytest.raises(ValueError, match="operator_inputs must be one of"):
+        Architecture(operator_inputs="pixels")
 
 
 def test_slice_grid_round_trip_keeps_aspect():

@@ -81,6 +81,24 @@ def test_training_learns_and_writes_a_model_folder(datalist, tmp_path):
     assert dice > 0.8, dice
 
 
+def test_base_model_with_other_operator_inputs_keeps_the_2d_network(datalist, tiny_model, tmp_path):
+    """``--operator-inputs`` over a base model: the volume classifier's first layer starts afresh (with a
+    warning), the frozen 2D network is the base's, and the card records the new inputs."""
+    out = tmp_path / "model"
+    proc = run_cli("train", "--datalist", str(datalist), "--output", str(out), "--base-model", str(tiny_model),
+                   "--operator-inputs", "encoder", "--stage", "downstream", "--downstream-epochs", "1",
+                   "--steps-per-epoch", "2", "--events", env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    warnings = [e["message"] for e in events_of(proc) if e["event"] == "log" and e.get("level") == "warning"]
+    assert any("volume-classifier inputs" in w for w in warnings), warnings
+    base, _ = load_model(tiny_model)
+    tuned, card = load_model(out)
+    assert ModelCard.load(tiny_model).architecture.operator_inputs == "segmentation"
+    assert card.architecture.operator_inputs == "encoder"
+    assert tuned.volume_classifier.project[0].in_features == tuned.feature_size
+    torch.testing.assert_close(tuned.unet.encoder.state_dict(), base.unet.encoder.state_dict())
+
+
 def test_resume_after_kill_ends_like_an_uninterrupted_run(datalist, tmp_path):
     args = ["--datalist", str(datalist), *FAST, "--epochs", "2", "--downstream-epochs", "1", "--steps-per-epoch",
             "12", "--seed", "3", "--events"]

@@ -6,7 +6,8 @@ The test set is made with ``SMARTNetLib.synthetic.make_case`` from seeds that tr
 - volume-level any-ICH AUC [>= 0.97] and per-subtype AUC;
 - Dice over positive volumes [>= 0.75] (any hemorrhage), and per subtype over volumes that have it;
 - median absolute volume error over positive volumes [<= 2 mL];
-- the pointing game: Grad-CAM peak inside the hemorrhage or within 10 mm of it [>= 90% of positives];
+- the pointing game: Grad-CAM peak inside the hemorrhage or within 10 mm of it [>= 90% of positives], and
+  the same for HiResCAM (``--explain hirescam``);
 - the real normal head CT of Debian's invesalius-examples [probability < 0.5, < 1 mL];
 - slicerio's real chest CT [no hemorrhage, or a "not a head CT" warning].
 
@@ -59,6 +60,8 @@ def evaluate_synthetic(analyzer: Analyzer, n: int, seed: int, log) -> dict:
             row["dice"] = round(dice(truth > 0, pred > 0), 4)
             heat = next(iter(analysis.activations.values()))
             row["pointing_hit"] = pointing_hit(heat, truth > 0)
+            heat = next(iter(analyzer.analyze(ct, explain="hirescam").activations.values()))
+            row["pointing_hit_hirescam"] = pointing_hit(heat, truth > 0)
         rows.append(row)
         log(f"case {i + 1}/{n} seed {seed + i} {info['host']}: positive={row['positive']} "
             f"p={row['probability']:.3f} dice={row.get('dice')} ml {row['true_ml']:.1f}->{row['pred_ml']:.1f}")
@@ -74,6 +77,8 @@ def evaluate_synthetic(analyzer: Analyzer, n: int, seed: int, log) -> dict:
         "volume_abs_error_ml_median": round(float(np.median([abs(r["pred_ml"] - r["true_ml"]) for r in pos])), 3)
         if pos else None,
         "pointing_game": round(float(np.mean([r["pointing_hit"] for r in pos])), 4) if pos else None,
+        "pointing_game_hirescam": round(float(np.mean([r["pointing_hit_hirescam"] for r in pos])), 4)
+        if pos else None,
         "false_positive_ml_median_negatives": _median([r["pred_ml"] for r in rows if not r["positive"]]),
     }
     return {"metrics": metrics, "cases": rows}

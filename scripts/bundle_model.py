@@ -1,6 +1,6 @@
 """Copy a trained model into the package as a bundled model: float16 weights, plain-spoken card.
 
-    python scripts/bundle_model.py TRAINED_MODEL_DIR [--name smartnet-default]
+    python scripts/bundle_model.py TRAINED_MODEL_DIR [--name smartnet-default] [--version 1.1.0]
 
 The weights are stored as float16 (half the size; the engine loads them as float32). The card's
 description states what the model was trained on and that it is not for clinical use.
@@ -24,9 +24,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trained", type=Path)
     parser.add_argument("--name", default="smartnet-default")
+    parser.add_argument("--version", help="version in the card (default: the trained model's)")
     args = parser.parse_args()
     model, card = load_model(args.trained)
     card.name, card.description, card.synthetic_only = args.name, DESCRIPTION, True
+    card.version = args.version or card.version
     card.provenance["bundled_from"] = "scripts/bundle_model.py (float16 weights)"
     folder = save_model(model, card, BUNDLED_DIR / args.name, half=True)
     size = (folder / "model.pt").stat().st_size / 2**20

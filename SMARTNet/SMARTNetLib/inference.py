@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from .classes import classes_for
 from .errors import SmartNetError
 from .model_card import ModelCard
-from .network import SmartNet
+from .network import SmartNet, evidence_of_probabilities
 from .preprocessing import SliceGrid, pool_slabs, prepare_volume, slab_groups, slab_weights, slice_channels
 from .volume import from_canonical, head_width_mm, slice_axis_map, to_canonical, voxel_volume_ml
 
 HEAD_WIDTH_LIMIT_MM = 260.0
-EXPLAIN_METHODS = ("gradcam", "activation", "none")
+EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")
 Progress = Callable[[float, str], None]
 
 
@@ -87,7 +87,7 @@ class Analyzer:
         timing["inference_2d"] = _lap(clock, timing)
 
         with torch.inference_mode():
-            volume_logits = self.model.volume_classifier(slices["features"][None].to(self.device))[0]
+            volume_logits = self.model.volume_classifier(slices["operator"][None].to(self.device))[0]
         probs = torch.sigmoid(volume_logits.float()).cpu().numpy()
         probabilities = {name: float(p) for name, p in zip(self.card.output_names, probs)}
         labels_canonical = self._segment(slices, grid, weights, lambda f: report(0.7 + 0.15 * f, "segmentation"))
@@ -124,7 +124,7 @@ class Analyzer:
         windowed, _ = self._prepare(canonical, groups)
         slices = self._run_slices(windowed, lambda f: None)
         with torch.inference_mode():
-            slices["volume"] = self.model.volume_classifier.embed(slices["features"][None].to(self.device))[0].cpu()
+            slices["volume"] = self.model.volume_classifier.embed(slices["operator"][None].to(self.device))[0].cpu()
         return slices
 
     def _prepare(self, canonical: sitk.Image, groups: list[tuple[int, int]]) -> tuple[torch.Tensor, SliceGrid]:
@@ -134,8 +134,9 @@ class Analyzer:
     def _run_slices(self, windowed: torch.Tensor, progress: Callable[[float], None]) -> dict[str, torch.Tensor]:
         """The 2D network over every slice; outputs stacked along depth, on the CPU."""
         depth, context = windowed.shape[0], self.card.preprocessing.context_slices
-        keep = ("cls", "seg", "features", "decoder", "deep", "stage")
+        keep = ("cls", "seg", "features", "operator", "decoder", "deep", "stage")
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
+        skips: list[list[torch.Tensor]] = []
         with torch.inference_mode():
             for start in range(0, depth, self.batch_size):
                 index = torch.arange(start, min(start + self.batch_size, depth))
@@ -143,8 +144,12 @@ class Analyzer:
                 out = self.model.forward_slices(x, reconstruct=False)
                 for k in keep:
                     parts[k].append(out[k].float().cpu())
+                if self.model.operator_inputs == "both":  # Grad-CAM reruns the decoder from these
+                    skips.append([m.float().cpu() for m in out["skips"]])
                 progress(min(start + self.batch_size, depth) / depth)
-        return {k: torch.cat(v) for k, v in parts.items()}
+        result = {k: torch.cat(v) for k, v in parts.items()}
+        result["skips"] = [torch.cat(level) for level in zip(*skips)]
+        return result
 
     def _segment(self, slices: dict[str, torch.Tensor], grid: SliceGrid, weights: torch.Tensor | None,
                  progress: Callable[[float], None], slab: int = 16) -> np.ndarray:
@@ -178,21 +183,39 @@ class Analyzer:
         """Heat map (D, H, W) in [0, 1] on the canonical grid.
 
         ``activation`` is SMART-Net's map (channel mean of the deepest encoder feature). ``gradcam`` is
-        Grad-CAM of the volume-level output ``target`` at the encoder map :attr:`SmartNet.explain_stage`, with
-        one backward pass through the encoder's last stages and the 3D operator for the whole volume at once.
+        Grad-CAM of the volume-level output ``target``, with one backward pass through the 3D operator for the
+        whole volume at once, at the last spatial maps the volume classifier reads: the segmentation
+        probabilities when it reads segmentation evidence, else the encoder map at
+        :attr:`SmartNet.explain_stage` (rerunning the encoder's last stages, and the decoder for "both").
+        The maps are 2D, one per slice, so the gradient is averaged per slice map into channel weights.
         MONAI's ``GradCAM`` re-runs the whole model per input and cannot follow a volume split into
-        slice batches, hence this short implementation of the same formula.
+        slice batches, hence this short implementation of the same formula. ``hirescam`` (Draelos & Carin,
+        2020) is the same backward pass with the gradient multiplied element-wise into the maps instead of
+        averaged: it keeps where in the slice the gradient is.
         """
         if method == "activation":
             cam = slices["deep"].mean(dim=1).clamp(min=0)
-        elif method == "gradcam":
-            maps = slices["stage"].to(self.device).requires_grad_(True)
+        elif method in ("gradcam", "hirescam"):
+            model = self.model
+            if model.operator_inputs == "segmentation":
+                maps = torch.sigmoid(slices["seg"]).to(self.device).requires_grad_(True)
+            else:
+                maps = slices["stage"].to(self.device).requires_grad_(True)
             with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # cuDNN RNN backward needs train
-                deep = self.model.encoder_tail(maps, self.model.explain_stage)
-                logits = self.model.volume_classifier(self.model.pool(deep)[None])[0]
+                if model.operator_inputs == "segmentation":
+                    vectors = evidence_of_probabilities(maps)
+                else:
+                    feats = model.encoder_tail(maps, model.explain_stage)
+                    if model.operator_inputs == "encoder":
+                        vectors = model.pool(feats[-1])
+                    else:
+                        skips = [m.to(self.device) for m in slices["skips"]]
+                        vectors = model.operator_input([*skips, *feats])["operator"]
+                logits = model.volume_classifier(vectors[None])[0]
                 (grads,) = torch.autograd.grad(logits[target], maps)
-            channel_weights = grads.mean(dim=(0, 2, 3))  # one weight per channel for the whole volume
-            cam = (channel_weights[None, :, None, None] * maps.detach()).sum(dim=1).clamp(min=0).cpu()
+            if method == "gradcam":
+                grads = grads.mean(dim=(2, 3), keepdim=True)  # channel weights of each slice's map
+            cam = (grads * maps.detach()).sum(dim=1).clamp(min=0).cpu()
         else:
             raise SmartNetError(f"unknown explanation method {method!r} (use {', '.join(EXPLAIN_METHODS)})")
         if weights is not None:  # slabs back to slices

@@ -25,6 +25,8 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "bone": (600.0, 2800.0),
 }
 
+OPERATOR_INPUTS = ("encoder", "segmentation", "both")  # see Architecture.operator_inputs
+
 
 @dataclass
 class Architecture:
@@ -37,21 +39,30 @@ class Architecture:
     operator_hidden: int = 128
     operator_layers: int = 1
     dropout: float = 0.2
+    # What the volume classifier reads per slice: "encoder" (pooled deepest encoder map, as the paper),
+    # "segmentation" (the slice's segmentation evidence: per-class maximum and mean probability) or "both".
+    operator_inputs: str = "encoder"
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         if self.volume_operator not in ("lstm", "transformer"):
             raise ValueError(f"volume_operator must be 'lstm' or 'transformer', not {self.volume_operator!r}")
+        if self.operator_inputs not in OPERATOR_INPUTS:
+            raise ValueError(f"operator_inputs must be one of {', '.join(OPERATOR_INPUTS)}, "
+                             f"not {self.operator_inputs!r}")
+
 
 
 # Named configurations. "paper" follows the SMART-Net release (ResNet-50 encoder, U-Net decoder), except that
-# MONAI's encoder keeps its stride-2 stem; "default" is light enough for a laptop CPU.
+# MONAI's encoder keeps its stride-2 stem; "default" is light enough for a laptop CPU. All three feed the
+# volume classifier the slices' segmentation evidence: on held-out synthetic volumes this raised the any-ICH
+# AUC from 0.85 (encoder features) to 0.96 (see the model card of smartnet-default).
 ARCHITECTURES: dict[str, Architecture] = {
-    "default": Architecture(),
+    "default": Architecture(operator_inputs="segmentation"),
     "paper": Architecture(encoder="resnet50", decoder_channels=(256, 128, 64, 32, 16), image_size=256,
-                          operator_hidden=256, operator_layers=1),
+                          operator_hidden=256, operator_layers=1, operator_inputs="segmentation"),
     "tiny": Architecture(encoder="resnet10", decoder_channels=(32, 16, 16, 8, 8), image_size=128,
-                         operator_hidden=32),
+                         operator_hidden=32, operator_inputs="segmentation"),
 }
 
 

@@ -4,10 +4,11 @@ Slice level (2D, "upstream"): one encoder (a MONAI ``FlexibleUNet`` backbone) wi
 classification (global average + max pooling, dropout, linear), segmentation (the U-Net decoder with
 skips) and reconstruction (a decoder from the deepest feature only).
 
-Volume level ("downstream" 3D operators): the per-slice pooled features pass through a Bi-LSTM
-(or a transformer encoder) for the volume decision; the per-slice decoder maps are stacked and
-refined by a small 3D CNN whose output is added to the 2D segmentation logits, so that a model
-trained upstream only already segments sensibly.
+Volume level ("downstream" 3D operators): per-slice vectors pass through a Bi-LSTM (or a transformer
+encoder) for the volume decision. The vectors are the pooled encoder features (as in the paper), the
+slice's segmentation evidence (per-class maximum and mean probability), or both, as the card says. The
+per-slice decoder maps are stacked and refined by a small 3D CNN whose output is added to the 2D
+segmentation logits, so that a model trained upstream only already segments sensibly.
 """
 
 from __future__ import annotations
@@ -104,9 +105,12 @@ class SmartNet(nn.Module):
         deep = _deepest_channels(arch.encoder)
         n_out = len(card.output_names)
         self.feature_size = 2 * deep
+        self.operator_inputs = arch.operator_inputs
+        self.operator_size = {"encoder": self.feature_size, "segmentation": 2 * n_seg,
+                         "both": self.feature_size + 2 * n_seg}[arch.operator_inputs]
         self.classify = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.feature_size, n_out))
         self.reconstruct = ReconstructionDecoder(deep, in_channels)
-        self.volume_classifier = VolumeClassifier(self.feature_size, n_out, arch.volume_operator, arch.operator_hidden,
+        self.volume_classifier = VolumeClassifier(self.operator_size, n_out, arch.volume_operator, arch.operator_hidden,
                                                   arch.operator_layers, arch.dropout)
         self.volume_segmenter = VolumeSegmenter(arch.decoder_channels[-1], n_seg)
 
@@ -121,34 +125,62 @@ class SmartNet(nn.Module):
         map's stride 32, which is a 4x4 grid on a 128-pixel slice), else the deepest map."""
         return 2 if hasattr(self.unet.encoder, "layer4") else -1
 
-    def encoder_tail(self, features: torch.Tensor, stage: int) -> torch.Tensor:
-        """Run the encoder from its feature map ``stage`` to the deepest map (ResNet encoders)."""
+    def encoder_tail(self, features: torch.Tensor, stage: int) -> list[torch.Tensor]:
+        """Run the encoder from its feature map ``stage`` on: that map and every deeper one (ResNet encoders)."""
+        maps = [features]
         if stage == -1:
-            return features
+            return maps
         encoder = self.unet.encoder
         for layer in (encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4)[stage:]:
-            features = layer(features)
-        return features
+            maps.append(layer(maps[-1]))
+        return maps
+
+    def operator_input(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """From the encoder maps of a batch of slices: ``features`` (pooled deepest map), ``decoder``, ``seg``
+        logits and ``operator``, the per-slice vector the volume classifier reads."""
+        decoder = self.unet.decoder(feats, self.unet.skip_connect)
+        seg = self.unet.segmentation_head(decoder)
+        pooled = self.pool(feats[-1])
+        parts = []
+        if self.operator_inputs in ("encoder", "both"):
+            parts.append(pooled)
+        if self.operator_inputs in ("segmentation", "both"):
+            parts.append(segmentation_evidence(seg))
+        return {"features": pooled, "decoder": decoder, "seg": seg, "operator": torch.cat(parts, dim=1)}
 
     def forward_slices(self, x: torch.Tensor, reconstruct: bool = True) -> dict[str, torch.Tensor]:
         """2D pass over a batch of slices (B, C, H, W).
 
         Returns ``cls`` (B, outputs) logits, ``seg`` (B, classes, H, W) logits, ``rec`` (B, C, H, W) in [0, 1]
-        (when asked), ``features`` (B, F), ``decoder`` (B, C_dec, H, W), ``deep`` (the deepest encoder map) and
-        ``stage`` (the encoder map at :attr:`explain_stage`).
+        (when asked), ``features`` (B, F), ``operator`` (the volume classifier's per-slice input), ``decoder``
+        (B, C_dec, H, W), ``deep`` (the deepest encoder map), ``stage`` (the encoder map at
+        :attr:`explain_stage`) and ``skips`` (the shallower maps, which Grad-CAM needs to rerun the decoder).
         """
         feats = self.unet.encoder(x)
-        decoder = self.unet.decoder(feats, self.unet.skip_connect)
+        out = self.operator_input(feats)
         deep = feats[-1]
-        pooled = self.pool(deep)
-        out = {"cls": self.classify(pooled), "seg": self.unet.segmentation_head(decoder), "features": pooled,
-               "decoder": decoder, "deep": deep, "stage": feats[self.explain_stage]}
+        out.update(cls=self.classify(out["features"]), deep=deep, stage=feats[self.explain_stage],
+                   skips=feats[:self.explain_stage])
         if reconstruct:
             out["rec"] = self.reconstruct(deep)
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_slices(x)
+
+
+EVIDENCE_SCALE = 10.0
+
+
+def segmentation_evidence(seg_logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) segmentation logits -> (B, 2K): per class the maximum and the mean probability, times
+    ``EVIDENCE_SCALE`` so that the volume classifier's first layer sees values of order one."""
+    return evidence_of_probabilities(torch.sigmoid(seg_logits.float())).to(seg_logits.dtype)
+
+
+def evidence_of_probabilities(probs: torch.Tensor) -> torch.Tensor:
+    """:func:`segmentation_evidence` from (B, K, H, W) probabilities (Grad-CAM differentiates this part)."""
+    return EVIDENCE_SCALE * torch.cat([probs.amax(dim=(2, 3)), probs.mean(dim=(2, 3))], dim=1)
 
 
 def _deepest_channels(backbone: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import SmartNetError
 from ..events import EventSink, StageProgress
 
+EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")  # inference.EXPLAIN_METHODS, without torch
 HELP = "analyze head CT volumes (NIfTI, NRRD, MHA files or DICOM folders) for intracranial hemorrhage"
 
 
@@ -20,8 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     parser.add_argument("--format", choices=("seg", "nifti"), default="seg",
                         help="'nifti' also writes labels.nii.gz (1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH)")
-    parser.add_argument("--explain", choices=("gradcam", "activation", "none"), default="gradcam",
-                        help="activation map written as activation.nrrd (default: gradcam)")
+    parser.add_argument("--explain", choices=EXPLAIN_METHODS, default="gradcam",
+                        help="activation map written as activation.nrrd: gradcam (default), hirescam (Grad-CAM "
+                             "without averaging the gradient: sharper), activation (SMART-Net's) or none")
     parser.add_argument("--explain-subtypes", action="store_true",
                         help="also write one Grad-CAM map per subtype (activation-<subtype>.nrrd)")
     parser.add_argument("--report", action="store_true", help="also write report.png and report.html")

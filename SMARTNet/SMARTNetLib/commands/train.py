@@ -10,13 +10,14 @@ from pathlib import Path
 
 from ..errors import SmartNetError
 from ..events import EventSink
+from ..model_card import OPERATOR_INPUTS
 
 HELP = "train a SMART-Net model from a MONAI datalist (also under torchrun for several GPUs or processes)"
 
 # Built-in defaults of the options a recipe may set (argparse defaults are None so that a recipe can fill them).
 DEFAULTS = {"stage": "all", "epochs": 10, "downstream_epochs": 4, "lr": 1e-3, "batch_size": 8, "val_split": 0.2,
             "architecture": "default", "image_size": None, "classes": None, "seed": 0, "name": None,
-            "steps_per_epoch": None, "unfreeze_after": None}
+            "steps_per_epoch": None, "unfreeze_after": None, "operator_inputs": None}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help='fraction of training cases held out when the datalist has no "validation" (default 0.2)')
     parser.add_argument("--architecture", choices=("default", "paper", "tiny"), help="network size (default: default)")
     parser.add_argument("--image-size", type=int, help="network input size in px (default: the architecture's)")
+    parser.add_argument("--operator-inputs", choices=OPERATOR_INPUTS,
+                        help="what the volume classifier reads per slice (default: the architecture's or base "
+                             "model's; changing it retrains the volume classifier from scratch)")
     parser.add_argument("--classes", choices=("subtypes", "binary"),
                         help="five subtypes or one 'hemorrhage' class (default: from the datalist and labels)")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")

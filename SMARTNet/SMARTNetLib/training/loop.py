@@ -86,6 +86,7 @@ class TrainConfig:
     name: str | None = None
     steps_per_epoch: int | None = None
     unfreeze_after: int | None = None  # downstream epochs with a frozen 2D network (default: half)
+    operator_inputs: str | None = None  # overrides the architecture's / base model's (see model_card)
     recipe: str | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -127,7 +128,7 @@ class VolumeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_2d):
             out = self.net.forward_slices(x, reconstruct=False)
-        cls = self.net.volume_classifier(out["features"][None])
+        cls = self.net.volume_classifier(out["operator"][None])
         seg = self.net.volume_segmenter(out["decoder"].permute(1, 0, 2, 3)[None], out["seg"].permute(1, 0, 2, 3)[None])
         return cls, seg
 
@@ -252,12 +253,16 @@ class Trainer:
             if cfg.image_size and cfg.image_size != base.architecture.image_size:
                 self.out.warning(f"--image-size {cfg.image_size} ignored: the base model works at "
                                  f"{base.architecture.image_size} px")
+            if cfg.operator_inputs:
+                card.architecture = dataclasses.replace(card.architecture, operator_inputs=cfg.operator_inputs)
             return card, model.state_dict()
         if cfg.architecture not in ARCHITECTURES:
             raise SmartNetError(f"unknown architecture {cfg.architecture!r} (known: {', '.join(ARCHITECTURES)})")
         arch = ARCHITECTURES[cfg.architecture]
         if cfg.image_size:
             arch = dataclasses.replace(arch, image_size=int(cfg.image_size))
+        if cfg.operator_inputs:
+            arch = dataclasses.replace(arch, operator_inputs=cfg.operator_inputs)
         return ModelCard(name="untitled", architecture=arch, preprocessing=Preprocessing(),
                          provenance={"base_model": None}), None
 
@@ -333,7 +338,8 @@ class Trainer:
         skipped = len(own) - len(usable)
         self.net.load_state_dict(usable, strict=False)
         if skipped:
-            self.out.warning(f"{skipped} tensors of the base model do not fit the new classes and start afresh")
+            self.out.warning(f"{skipped} tensors of the base model do not fit the new model (other classes or "
+                             "volume-classifier inputs) and start afresh")
 
     # ---------------------------------------------------------------------------------------------- stages
     def _steps(self, stage: str) -> int:

@@ -8,11 +8,14 @@ recipe's options; options given on the command line win over the recipe's.
 from __future__ import annotations
 
 RECIPES: dict[str, dict] = {
-    # The bundled model smartnet-default: synthetic data only (procedural heads and bleeds inserted into the
-    # real InVesalius head), trained on CPU (2 cores) in about 45 minutes.
+    # Step 1 of the bundled model smartnet-default (scripts/train_bundled_model.sh): synthetic data only
+    # (procedural heads and bleeds inserted into the real InVesalius head), trained on CPU (2 cores) in about
+    # 45 minutes. Its volume classifier read the encoder features, the preset's choice when it ran; step 2
+    # retrains it on segmentation evidence.
     "default": {
         "data": {"n": 200, "seed": 2024, "size": "small", "host": "mixed"},
         "architecture": "default",
+        "operator_inputs": "encoder",
         "classes": "subtypes",
         "stage": "all",
         "epochs": 20,
