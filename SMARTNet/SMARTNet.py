@@ -176,21 +176,11 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onModelsListed(self, choices, errorMessage) -> None:
         self._modelChoices = choices
-        self.ui.modelSelector.blockSignals(True)
-        self.ui.modelSelector.clear()
-        for index, choice in enumerate(choices):
-            self.ui.modelSelector.addItem(choice.label, choice.value)
-            self.ui.modelSelector.setItemData(index, choice.tooltip, qt.Qt.ToolTipRole)
-        if not choices:
-            self.ui.modelSelector.addItem(_("No model found") if not errorMessage else _("Engine not ready"))
-            if errorMessage:
-                self._log(_("Could not list models: {message}").format(message=errorMessage))
-                self._log(_("Click Analyze to check and install the engine's Python packages."))
-        self.ui.modelSelector.enabled = bool(choices)
-        self.ui.modelSelector.blockSignals(False)
-        wanted = self._parameterNode.model if self._parameterNode else ""
-        index = self.ui.modelSelector.findData(wanted) if wanted else -1
-        self.ui.modelSelector.setCurrentIndex(max(index, 0))
+        if errorMessage and not choices:
+            self._log(_("Could not list models: {message}").format(message=errorMessage))
+            self._log(_("Click Analyze to check and install the engine's Python packages."))
+        fillModelSelector(self.ui.modelSelector, choices, errorMessage,
+                          self._parameterNode.model if self._parameterNode else "")
         self.onModelChanged(self.ui.modelSelector.currentIndex)
 
     def _selectedModel(self):
@@ -307,6 +297,22 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._results and self._results.get("activation"):
             with slicer.util.tryWithErrorDisplay(_("Failed to show the activation map in 3D."), waitCursor=True):
                 self.logic.showActivation3D(self._results["activation"], checked)
+
+
+def fillModelSelector(selector, choices, errorMessage: str, wanted: str) -> None:
+    """Fill a model combo box with ``smartnet models`` choices (signals blocked) and select ``wanted`` (else
+    the first); shared by the SMARTNet and SMARTNetTraining widgets."""
+    selector.blockSignals(True)
+    selector.clear()
+    for index, choice in enumerate(choices):
+        selector.addItem(choice.label, choice.value)
+        selector.setItemData(index, choice.tooltip, qt.Qt.ToolTipRole)
+    if not choices:
+        selector.addItem(_("No model found") if not errorMessage else _("Engine not ready"))
+    selector.enabled = bool(choices)
+    selector.blockSignals(False)
+    index = selector.findData(wanted) if wanted else -1
+    selector.setCurrentIndex(max(index, 0))
 
 
 #

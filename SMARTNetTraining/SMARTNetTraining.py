@@ -24,7 +24,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from SMARTNet import SMARTNetLogic
+from SMARTNet import SMARTNetLogic, fillModelSelector
 from SMARTNetLib import engine_command, model_registry, training_command, training_set
 from SMARTNetLib.models import smartnet_home
 
@@ -259,20 +259,10 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onModelsListed(self, choices, errorMessage) -> None:
         self._modelChoices = choices
-        self.ui.baseModelSelector.blockSignals(True)
-        self.ui.baseModelSelector.clear()
-        for index, choice in enumerate(choices):
-            self.ui.baseModelSelector.addItem(choice.label, choice.value)
-            self.ui.baseModelSelector.setItemData(index, choice.tooltip, qt.Qt.ToolTipRole)
-        if not choices:
-            self.ui.baseModelSelector.addItem(_("No model found") if not errorMessage else _("Engine not ready"))
-            if errorMessage:
-                self._log(_("Could not list models: {message}").format(message=errorMessage))
-        self.ui.baseModelSelector.enabled = bool(choices)
-        self.ui.baseModelSelector.blockSignals(False)
-        wanted = self._parameterNode.baseModel if self._parameterNode else ""
-        index = self.ui.baseModelSelector.findData(wanted) if wanted else -1
-        self.ui.baseModelSelector.setCurrentIndex(max(index, 0))
+        if errorMessage and not choices:
+            self._log(_("Could not list models: {message}").format(message=errorMessage))
+        fillModelSelector(self.ui.baseModelSelector, choices, errorMessage,
+                          self._parameterNode.baseModel if self._parameterNode else "")
         self.onBaseModelChanged(self.ui.baseModelSelector.currentIndex)
         self._updateButtons()
 
