@@ -23,7 +23,7 @@ def test_bundled_model_card_is_plain_about_its_data():
     assert (FOLDER / "model.pt").stat().st_size <= 25 * 2**20
     assert card.provenance["command"].startswith("smartnet train ")  # scripts/train_bundled_model.sh, step 2
     assert card.provenance["base_model"]["command"].startswith("smartnet train --recipe default")  # step 1
-    assert card.architecture.operator_inputs == "segmentation" and "--operator-inputs segmentation" in \
+    assert card.architecture.operator_inputs == "segmentation-3d" and "--operator-inputs segmentation-3d" in \
         card.provenance["command"]
     test = card.metrics["test"]
     assert test["command"].startswith("python benchmarks/evaluate_model.py") and test["synthetic"]["cases"] >= 100
@@ -51,9 +51,9 @@ def test_demo_analyzes_the_bundled_sample(tmp_path):
 def test_pointing_game_on_synthetic_positives():
     """Grad-CAM's peak lies inside the bleed or within 10 mm of it (held-out seeds, small cases).
 
-    The issue's target is 90%; the released model reaches 78% on the 100-volume test set
-    (``metrics.test.synthetic.pointing_game`` in its card) and 6 of these 10 small cases. This guards the
-    measured level, well above the chance of a peak anywhere in the head landing near the bleed."""
+    The issue's target is 90%; the released model reaches 88% on the 100-volume test set
+    (``metrics.test.synthetic.pointing_game`` in its card) and 10 of these 10 small cases (release 1.1.0: 6).
+    This guards the measured level, far above the chance of a peak anywhere in the head landing near the bleed."""
     import torch
 
     from SMARTNetLib.evaluation import pointing_hit
@@ -69,4 +69,4 @@ def test_pointing_game_on_synthetic_positives():
         truth = sitk.GetArrayFromImage(label) > 0
         analysis = analyzer.analyze(ct, explain="gradcam")
         hits.append(pointing_hit(analysis.activations["any"], truth))
-    assert np.mean(hits) >= 0.5, hits
+    assert np.mean(hits) >= 0.8, hits

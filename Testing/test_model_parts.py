@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 
 from conftest import events_of, run_cli
 from SMARTNetLib.errors import SmartNetError
@@ -171,3 +173,59 @@ def test_thin_slices_are_pooled_into_slabs_and_mapped_back(tiny_model):
     assert analysis.labels.GetSize() == ct.GetSize() and len(analysis.slice_probabilities) == 30
     heat = next(iter(analysis.activations.values()))
     assert heat.GetSize() == ct.GetSize() and heat.GetOrigin() == ct.GetOrigin()
+
+
+def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
+    """"segmentation-3d": the volume classifier reads the evidence of the 3D operator's probabilities. Inference
+    computes them in chunks of slabs; the probabilities and the decision must equal one pass over the volume,
+    and Grad-CAM is taken at those maps."""
+    from conftest import head_phantom
+    from SMARTNetLib.inference import Analyzer
+    from SMARTNetLib.network import evidence_of_probabilities
+    from SMARTNetLib.preprocessing import slab_groups
+    from SMARTNetLib.volume import to_canonical
+
+    torch.manual_seed(0)
+    card = _card(architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__, "operator_inputs": "segmentation-3d"}))
+    net = SmartNet(card).eval()
+    torch.nn.init.normal_(net.volume_segmenter.out.weight, std=0.5)  # zero at init: the 3D part would do nothing
+    assert net.operator_size == 10 and net.reads_refined_segmentation
+    with torch.no_grad():
+        x = torch.rand(2, card.preprocessing.in_channels, 64, 64)
+        assert "operator" not in net.forward_slices(x, reconstruct=False)
+    analyzer = Analyzer(net, card, torch.device("cpu"))
+    ct, _ = head_phantom(size=(48, 40, 40), spacing=(0.9, 0.7, 5.0))  # 40 slabs: three chunks
+    analysis = analyzer.analyze(ct, explain="gradcam")
+
+    canonical = to_canonical(ct)
+    windowed, _ = analyzer._prepare(canonical, slab_groups(40, 5.0, card.preprocessing.slab_mm))
+    slices = analyzer._run_slices(windowed, lambda f: None)
+    with torch.no_grad():
+        logits = net.volume_segmenter(slices["decoder"].permute(1, 0, 2, 3)[None],
+                                      slices["seg"].permute(1, 0, 2, 3)[None])
+        whole = torch.sigmoid(logits[0]).permute(1, 0, 2, 3)
+        expected = torch.sigmoid(net.volume_classifier(evidence_of_probabilities(whole)[None])[0])
+    torch.testing.assert_close(analyzer._refine(slices, lambda f: None), whole, atol=1e-5, rtol=1e-4)
+    assert (whole - torch.sigmoid(slices["seg"])).abs().max() > 0.01  # the 3D operator changed the evidence
+    got = torch.tensor([analysis.probabilities[name] for name in card.output_names])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert sitk.GetArrayFromImage(analysis.activations["any"]).shape == (40, 40, 48)
+
+    # Grad-CAM of a 3D map: channel weights = the gradient averaged over the whole volume (not per slice)
+    _, grid = analyzer._prepare(canonical, slab_groups(40, 5.0, card.preprocessing.slab_mm))
+    maps = whole.clone().requires_grad_(True)
+    logits = net.volume_classifier(evidence_of_probabilities(maps)[None])[0]
+    shown, differs = 0, False
+    for target in range(len(card.output_names)):
+        (grads,) = torch.autograd.grad(logits[target], maps, retain_graph=True)
+        cam = (grads.mean(dim=(0, 2, 3))[None, :, None, None] * whole).sum(1).clamp(min=0)
+        per_slice = (grads.mean(dim=(2, 3), keepdim=True) * whole).sum(1).clamp(min=0)
+        heat = analyzer._explain(slices, whole, grid, None, "gradcam", target)
+        if cam.max() == 0:
+            assert heat.max() == 0
+            continue
+        shown += 1
+        differs |= not torch.allclose(per_slice / per_slice.max().clamp(min=1e-12), cam / cam.max(), atol=1e-3)
+        cam = F.interpolate((cam / cam.max())[:, None], size=(grid.size, grid.size), mode="bilinear")
+        torch.testing.assert_close(heat, grid.restore(cam)[:, 0].clamp(0, 1), atol=1e-5, rtol=1e-4)
+    assert shown > 0 and differs  # a map was made, and per-slice weights would have made another

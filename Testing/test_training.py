@@ -206,3 +206,23 @@ def test_datalist_split_and_empty(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps({"training": []}))
     with pytest.raises(SmartNetError, match="empty datalist"):
         load_datalist(tmp_path / "e.json")
+
+
+def test_training_a_volume_classifier_on_the_refined_segmentation(datalist, tiny_model, tmp_path):
+    """``--operator-inputs segmentation-3d`` trains through the volume segmenter's output, keeps the base's
+    volume classifier (same size of input) and gives a model that analyzes with Grad-CAM."""
+    out = tmp_path / "model"
+    proc = run_cli("train", "--datalist", str(datalist), "--output", str(out), "--base-model", str(tiny_model),
+                   "--operator-inputs", "segmentation-3d", "--stage", "downstream", "--downstream-epochs", "1",
+                   "--steps-per-epoch", "2", "--events", env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    warnings = [e["message"] for e in events_of(proc) if e["event"] == "log" and e.get("level") == "warning"]
+    assert not any("do not fit" in w for w in warnings), warnings
+    base, _ = load_model(tiny_model)
+    tuned, card = load_model(out)
+    assert card.architecture.operator_inputs == "segmentation-3d"
+    assert not torch.equal(tuned.volume_classifier.head[1].weight, base.volume_classifier.head[1].weight)
+    ct, _ = head_phantom(bleed=True)
+    analysis = Analyzer(tuned, card, torch.device("cpu")).analyze(ct, explain="gradcam")
+    heat = sitk.GetArrayFromImage(analysis.activations["any"])
+    assert 0 <= heat.min() and heat.max() <= 1 and heat.shape == sitk.GetArrayFromImage(ct).shape

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model smartnet-default 1.1.0 as released (CPU, 2 cores: about 65 minutes), then measure it.
+# Rebuild the bundled model smartnet-default 1.2.0 as released (CPU, 2 cores: about 65 minutes), then measure it.
 #   bash scripts/train_bundled_model.sh [WORK_DIR]
 # 1. `smartnet train --recipe default`: 200 synthetic cases (seed 2024, procedural and real-anatomy hosts),
 #    20 upstream (2D multi-task) epochs and 4 downstream (volume operator) epochs.
-# 2. 10 more downstream epochs with the 2D network frozen, the volume classifier now reading each slice's
-#    segmentation evidence (--operator-inputs segmentation; it starts afresh). Release 1.0.0 did this step with
-#    the paper's pooled encoder features: held-out any-ICH AUC 0.82 and pointing game 51%, against 0.92 and 78%.
+# 2. 10 more downstream epochs with the 2D network frozen, the volume classifier now reading the segmentation
+#    evidence of the volume segmenter's refined (3D) segmentation (--operator-inputs segmentation-3d; it
+#    starts afresh). Earlier releases did this step with the paper's pooled encoder features (1.0.0: held-out
+#    any-ICH AUC 0.82, pointing game 51%) and with the 2D segmentation's evidence (1.1.0: 0.92, 78%).
 # 3. float16 weights copied into SMARTNet/SMARTNetLib/bundled_models/smartnet-default with a plain-spoken card.
 # 4. benchmarks/evaluate_model.py on 100 held-out synthetic volumes and the real CTs; metrics go into the card.
 set -euo pipefail
@@ -15,7 +16,7 @@ SMARTNET=".venv/bin/smartnet"
 mkdir -p "$WORK"
 $SMARTNET train --recipe default --output "$WORK/smartnet-default" --events > "$WORK/train.log"
 $SMARTNET train --datalist "$WORK/smartnet-default/.recipe-data/datalist.json" --base-model "$WORK/smartnet-default" \
-  --stage downstream --downstream-epochs 10 --unfreeze-after 10 --operator-inputs segmentation --lr 1e-3 --seed 0 \
-  --name smartnet-default --output "$WORK/smartnet-default-v3" --events > "$WORK/train2.log"
-.venv/bin/python scripts/bundle_model.py "$WORK/smartnet-default-v3" --version 1.1.0
+  --stage downstream --downstream-epochs 10 --unfreeze-after 10 --operator-inputs segmentation-3d --lr 1e-3 --seed 0 \
+  --name smartnet-default --output "$WORK/smartnet-default-step2" --events > "$WORK/train2.log"
+.venv/bin/python scripts/bundle_model.py "$WORK/smartnet-default-step2" --version 1.2.0
 .venv/bin/python benchmarks/evaluate_model.py --model smartnet-default --n 100 --update-card

@@ -86,18 +86,20 @@ class Analyzer:
         slices = self._run_slices(windowed, lambda f: report(0.1 + 0.6 * f, "slices"))
         timing["inference_2d"] = _lap(clock, timing)
 
+        refined = self._refine(slices, lambda f: report(0.7 + 0.075 * f, "segmentation"))
         with torch.inference_mode():
-            volume_logits = self.model.volume_classifier(slices["operator"][None].to(self.device))[0]
+            vectors = self.model.volume_vectors(slices, refined)
+            volume_logits = self.model.volume_classifier(vectors[None].to(self.device))[0]
         probs = torch.sigmoid(volume_logits.float()).cpu().numpy()
         probabilities = {name: float(p) for name, p in zip(self.card.output_names, probs)}
-        labels_canonical = self._segment(slices, grid, weights, lambda f: report(0.7 + 0.15 * f, "segmentation"))
+        labels_canonical = self._labels(refined, grid, weights, lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
 
         activations = {}
         if explain != "none":
             targets = self.card.output_names if explain_classes else self.card.output_names[:1]
             for target in targets:
-                heat = self._explain(slices, grid, weights, explain, self.card.output_names.index(target))
+                heat = self._explain(slices, refined, grid, weights, explain, self.card.output_names.index(target))
                 heat *= probabilities[target]  # a confident negative gives a dim map, not a normalised one
                 activations[target] = from_canonical(_image_like(heat.numpy(), canonical), image)
             report(0.95, "explained")
@@ -123,8 +125,10 @@ class Analyzer:
         groups = slab_groups(canonical.GetDepth(), canonical.GetSpacing()[2], self.card.preprocessing.slab_mm)
         windowed, _ = self._prepare(canonical, groups)
         slices = self._run_slices(windowed, lambda f: None)
+        refined = self._refine(slices, lambda f: None) if self.model.reads_refined_segmentation else None
         with torch.inference_mode():
-            slices["volume"] = self.model.volume_classifier.embed(slices["operator"][None].to(self.device))[0].cpu()
+            vectors = self.model.volume_vectors(slices, refined)
+            slices["volume"] = self.model.volume_classifier.embed(vectors[None].to(self.device))[0].cpu()
         return slices
 
     def _prepare(self, canonical: sitk.Image, groups: list[tuple[int, int]]) -> tuple[torch.Tensor, SliceGrid]:
@@ -134,7 +138,8 @@ class Analyzer:
     def _run_slices(self, windowed: torch.Tensor, progress: Callable[[float], None]) -> dict[str, torch.Tensor]:
         """The 2D network over every slice; outputs stacked along depth, on the CPU."""
         depth, context = windowed.shape[0], self.card.preprocessing.context_slices
-        keep = ("cls", "seg", "features", "operator", "decoder", "deep", "stage")
+        keep = ("cls", "seg", "features", "decoder", "deep", "stage")
+        keep += () if self.model.reads_refined_segmentation else ("operator",)
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
         skips: list[list[torch.Tensor]] = []
         with torch.inference_mode():
@@ -151,13 +156,13 @@ class Analyzer:
         result["skips"] = [torch.cat(level) for level in zip(*skips)]
         return result
 
-    def _segment(self, slices: dict[str, torch.Tensor], grid: SliceGrid, weights: torch.Tensor | None,
-                 progress: Callable[[float], None], slab: int = 16) -> np.ndarray:
-        """The 3D operator in chunks of slabs (a one-slab halo makes chunking exact for its 3x3x3 kernel), then
-        probabilities interpolated back to every slice, restored in-plane and thresholded -> canonical labels."""
+    def _refine(self, slices: dict[str, torch.Tensor], progress: Callable[[float], None],
+                slab: int = 16) -> torch.Tensor:
+        """The 3D operator's segmentation probabilities (D', K, S, S) at model size, computed in chunks of slabs
+        (a one-slab halo makes chunking exact for its 3x3x3 kernel)."""
         decoder, seg = slices["decoder"], slices["seg"]
         slabs = decoder.shape[0]
-        probs = torch.empty(slabs, seg.shape[1], grid.size, grid.size)  # (D', K, S, S) at model size
+        probs = torch.empty(slabs, seg.shape[1], *seg.shape[2:])
         with torch.inference_mode():
             for start in range(0, slabs, slab):
                 stop = min(start + slab, slabs)
@@ -165,7 +170,14 @@ class Analyzer:
                 dec = decoder[lo:hi].permute(1, 0, 2, 3)[None].to(self.device)
                 logits = self.model.volume_segmenter(dec, seg[lo:hi].permute(1, 0, 2, 3)[None].to(self.device))
                 probs[start:stop] = torch.sigmoid(logits[0, :, start - lo: stop - lo].float()).permute(1, 0, 2, 3).cpu()
-                progress(0.5 * stop / slabs)
+                progress(stop / slabs)
+        return probs
+
+    def _labels(self, probs: torch.Tensor, grid: SliceGrid, weights: torch.Tensor | None,
+                progress: Callable[[float], None], slab: int = 16) -> np.ndarray:
+        """The 3D operator's probabilities interpolated back to every slice, restored in-plane and thresholded
+        -> canonical labels."""
+        slabs = probs.shape[0]
         depth = weights.shape[0] if weights is not None else slabs
         values = torch.tensor([c.label_value for c in self.classes], dtype=torch.uint8)
         threshold = self.card.thresholds.get("segmentation", 0.5)
@@ -175,34 +187,38 @@ class Analyzer:
             chunk = probs[start:stop] if weights is None else torch.einsum("ds,skhw->dkhw", weights[start:stop], probs)
             best, which = grid.restore(chunk).max(dim=1)  # over classes, on the input's in-plane grid
             labels[start:stop] = torch.where(best > threshold, values[which], 0).numpy()
-            progress(0.5 + 0.5 * stop / depth)
+            progress(stop / depth)
         return labels
 
-    def _explain(self, slices: dict[str, torch.Tensor], grid: SliceGrid, weights: torch.Tensor | None, method: str,
-                 target: int) -> torch.Tensor:
+    def _explain(self, slices: dict[str, torch.Tensor], refined: torch.Tensor, grid: SliceGrid,
+                 weights: torch.Tensor | None, method: str, target: int) -> torch.Tensor:
         """Heat map (D, H, W) in [0, 1] on the canonical grid.
 
         ``activation`` is SMART-Net's map (channel mean of the deepest encoder feature). ``gradcam`` is
         Grad-CAM of the volume-level output ``target``, with one backward pass through the 3D operator for the
         whole volume at once, at the last spatial maps the volume classifier reads: the segmentation
-        probabilities when it reads segmentation evidence, else the encoder map at
-        :attr:`SmartNet.explain_stage` (rerunning the encoder's last stages, and the decoder for "both").
-        The maps are 2D, one per slice, so the gradient is averaged per slice map into channel weights.
-        MONAI's ``GradCAM`` re-runs the whole model per input and cannot follow a volume split into
-        slice batches, hence this short implementation of the same formula. ``hirescam`` (Draelos & Carin,
-        2020) is the same backward pass with the gradient multiplied element-wise into the maps instead of
-        averaged: it keeps where in the slice the gradient is.
+        probabilities (2D, or ``refined`` by the 3D operator) when it reads segmentation evidence, else the
+        encoder map at :attr:`SmartNet.explain_stage` (rerunning the encoder's last stages, and the decoder for
+        "both"). The gradient is averaged over each map into channel weights, as Grad-CAM does: per slice for
+        the 2D maps, over the whole volume for the 3D operator's refined segmentation, a 3D map. MONAI's
+        ``GradCAM`` re-runs the whole model per input and cannot follow a volume split into slice batches,
+        hence this short implementation of the same formula. ``hirescam`` (Draelos & Carin, 2020) is the same
+        backward pass with the gradient multiplied element-wise into the maps instead of averaged: it keeps
+        where in the map the gradient is.
         """
         if method == "activation":
             cam = slices["deep"].mean(dim=1).clamp(min=0)
         elif method in ("gradcam", "hirescam"):
             model = self.model
-            if model.operator_inputs == "segmentation":
+            evidence = model.operator_inputs in ("segmentation", "segmentation-3d")
+            if model.reads_refined_segmentation:
+                maps = refined.to(self.device).detach().requires_grad_(True)
+            elif evidence:
                 maps = torch.sigmoid(slices["seg"]).to(self.device).requires_grad_(True)
             else:
                 maps = slices["stage"].to(self.device).requires_grad_(True)
             with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):  # cuDNN RNN backward needs train
-                if model.operator_inputs == "segmentation":
+                if evidence:
                     vectors = evidence_of_probabilities(maps)
                 else:
                     feats = model.encoder_tail(maps, model.explain_stage)
@@ -213,8 +229,8 @@ class Analyzer:
                         vectors = model.operator_input([*skips, *feats])["operator"]
                 logits = model.volume_classifier(vectors[None])[0]
                 (grads,) = torch.autograd.grad(logits[target], maps)
-            if method == "gradcam":
-                grads = grads.mean(dim=(2, 3), keepdim=True)  # channel weights of each slice's map
+            if method == "gradcam":  # channel weights of each map: (D', K, 1, 1), or (1, K, 1, 1) for a 3D map
+                grads = grads.mean(dim=(0, 2, 3) if model.reads_refined_segmentation else (2, 3), keepdim=True)
             cam = (grads * maps.detach()).sum(dim=1).clamp(min=0).cpu()
         else:
             raise SmartNetError(f"unknown explanation method {method!r} (use {', '.join(EXPLAIN_METHODS)})")

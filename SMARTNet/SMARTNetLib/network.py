@@ -5,10 +5,11 @@ classification (global average + max pooling, dropout, linear), segmentation (th
 skips) and reconstruction (a decoder from the deepest feature only).
 
 Volume level ("downstream" 3D operators): per-slice vectors pass through a Bi-LSTM (or a transformer
-encoder) for the volume decision. The vectors are the pooled encoder features (as in the paper), the
-slice's segmentation evidence (per-class maximum and mean probability), or both, as the card says. The
-per-slice decoder maps are stacked and refined by a small 3D CNN whose output is added to the 2D
-segmentation logits, so that a model trained upstream only already segments sensibly.
+encoder) for the volume decision. The per-slice decoder maps are stacked and refined by a small 3D CNN
+whose output is added to the 2D segmentation logits, so that a model trained upstream only already segments
+sensibly. The volume classifier's per-slice vectors are, as the card says, the pooled encoder features (as in
+the paper), the slice's segmentation evidence (per-class maximum and mean probability), both, or the same
+evidence taken from the 3D CNN's refined segmentation ("segmentation-3d", see :meth:`SmartNet.volume_vectors`).
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ class SmartNet(nn.Module):
         n_out = len(card.output_names)
         self.feature_size = 2 * deep
         self.operator_inputs = arch.operator_inputs
-        self.operator_size = {"encoder": self.feature_size, "segmentation": 2 * n_seg,
-                         "both": self.feature_size + 2 * n_seg}[arch.operator_inputs]
+        self.operator_size = {"encoder": self.feature_size, "segmentation": 2 * n_seg, "segmentation-3d": 2 * n_seg,
+                              "both": self.feature_size + 2 * n_seg}[arch.operator_inputs]
         self.classify = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.feature_size, n_out))
         self.reconstruct = ReconstructionDecoder(deep, in_channels)
         self.volume_classifier = VolumeClassifier(self.operator_size, n_out, arch.volume_operator, arch.operator_hidden,
@@ -137,7 +138,8 @@ class SmartNet(nn.Module):
 
     def operator_input(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """From the encoder maps of a batch of slices: ``features`` (pooled deepest map), ``decoder``, ``seg``
-        logits and ``operator``, the per-slice vector the volume classifier reads."""
+        logits and ``operator``, the per-slice vector the volume classifier reads (absent for "segmentation-3d",
+        whose vectors need the neighbouring slices: :meth:`volume_vectors`)."""
         decoder = self.unet.decoder(feats, self.unet.skip_connect)
         seg = self.unet.segmentation_head(decoder)
         pooled = self.pool(feats[-1])
@@ -146,7 +148,24 @@ class SmartNet(nn.Module):
             parts.append(pooled)
         if self.operator_inputs in ("segmentation", "both"):
             parts.append(segmentation_evidence(seg))
-        return {"features": pooled, "decoder": decoder, "seg": seg, "operator": torch.cat(parts, dim=1)}
+        out = {"features": pooled, "decoder": decoder, "seg": seg}
+        if parts:
+            out["operator"] = torch.cat(parts, dim=1)
+        return out
+
+    @property
+    def reads_refined_segmentation(self) -> bool:
+        """Whether the volume classifier reads the 3D operator's refined segmentation ("segmentation-3d")."""
+        return self.operator_inputs == "segmentation-3d"
+
+    def volume_vectors(self, slices: dict[str, torch.Tensor], refined: torch.Tensor | None = None) -> torch.Tensor:
+        """The volume classifier's input (D, F) for one volume: the slices' ``operator`` vectors, or for
+        "segmentation-3d" the evidence of ``refined``, the volume segmenter's probabilities (D, K, H, W)."""
+        if not self.reads_refined_segmentation:
+            return slices["operator"]
+        if refined is None:
+            raise ValueError("this model's volume classifier reads the refined segmentation: pass it")
+        return evidence_of_probabilities(refined.float())
 
     def forward_slices(self, x: torch.Tensor, reconstruct: bool = True) -> dict[str, torch.Tensor]:
         """2D pass over a batch of slices (B, C, H, W).

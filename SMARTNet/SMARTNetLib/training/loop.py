@@ -128,8 +128,11 @@ class VolumeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_2d):
             out = self.net.forward_slices(x, reconstruct=False)
-        cls = self.net.volume_classifier(out["operator"][None])
         seg = self.net.volume_segmenter(out["decoder"].permute(1, 0, 2, 3)[None], out["seg"].permute(1, 0, 2, 3)[None])
+        # "segmentation-3d" reads the refined segmentation, which only the segmentation loss teaches
+        refined = torch.sigmoid(seg.detach()[0].float()).permute(1, 0, 2, 3) if self.net.reads_refined_segmentation \
+            else None
+        cls = self.net.volume_classifier(self.net.volume_vectors(out, refined)[None])
         return cls, seg
 
 
