@@ -81,15 +81,20 @@ def test_training_learns_and_writes_a_model_folder(datalist, tmp_path):
     assert dice > 0.8, dice
 
 
+def _retrain_volume_classifier(datalist: Path, base: Path, out: Path, inputs: str) -> list[str]:
+    """One short frozen downstream epoch from ``base`` with ``--operator-inputs inputs``; its warnings."""
+    proc = run_cli("train", "--datalist", str(datalist), "--output", str(out), "--base-model", str(base),
+                   "--operator-inputs", inputs, "--stage", "downstream", "--downstream-epochs", "1",
+                   "--steps-per-epoch", "2", "--events", env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return [e["message"] for e in events_of(proc) if e["event"] == "log" and e.get("level") == "warning"]
+
+
 def test_base_model_with_other_operator_inputs_keeps_the_2d_network(datalist, tiny_model, tmp_path):
     """``--operator-inputs`` over a base model: the volume classifier's first layer starts afresh (with a
     warning), the frozen 2D network is the base's, and the card records the new inputs."""
     out = tmp_path / "model"
-    proc = run_cli("train", "--datalist", str(datalist), "--output", str(out), "--base-model", str(tiny_model),
-                   "--operator-inputs", "encoder", "--stage", "downstream", "--downstream-epochs", "1",
-                   "--steps-per-epoch", "2", "--events", env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    warnings = [e["message"] for e in events_of(proc) if e["event"] == "log" and e.get("level") == "warning"]
+    warnings = _retrain_volume_classifier(datalist, tiny_model, out, "encoder")
     assert any("volume-classifier inputs" in w for w in warnings), warnings
     base, _ = load_model(tiny_model)
     tuned, card = load_model(out)
@@ -212,11 +217,7 @@ def test_training_a_volume_classifier_on_the_refined_segmentation(datalist, tiny
     """``--operator-inputs segmentation-3d`` trains through the volume segmenter's output, keeps the base's
     volume classifier (same size of input) and gives a model that analyzes with Grad-CAM."""
     out = tmp_path / "model"
-    proc = run_cli("train", "--datalist", str(datalist), "--output", str(out), "--base-model", str(tiny_model),
-                   "--operator-inputs", "segmentation-3d", "--stage", "downstream", "--downstream-epochs", "1",
-                   "--steps-per-epoch", "2", "--events", env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    warnings = [e["message"] for e in events_of(proc) if e["event"] == "log" and e.get("level") == "warning"]
+    warnings = _retrain_volume_classifier(datalist, tiny_model, out, "segmentation-3d")
     assert not any("do not fit" in w for w in warnings), warnings
     base, _ = load_model(tiny_model)
     tuned, card = load_model(out)
