@@ -198,7 +198,7 @@ def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
     analysis = analyzer.analyze(ct, explain="gradcam")
 
     canonical = to_canonical(ct)
-    windowed, _ = analyzer._prepare(canonical, slab_groups(40, 5.0, card.preprocessing.slab_mm))
+    windowed, grid = analyzer._prepare(canonical, slab_groups(40, 5.0, card.preprocessing.slab_mm))
     slices = analyzer._run_slices(windowed, lambda f: None)
     with torch.no_grad():
         logits = net.volume_segmenter(slices["decoder"].permute(1, 0, 2, 3)[None],
@@ -212,7 +212,6 @@ def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
     assert sitk.GetArrayFromImage(analysis.activations["any"]).shape == (40, 40, 48)
 
     # Grad-CAM of a 3D map: channel weights = the gradient averaged over the whole volume (not per slice)
-    _, grid = analyzer._prepare(canonical, slab_groups(40, 5.0, card.preprocessing.slab_mm))
     maps = whole.clone().requires_grad_(True)
     logits = net.volume_classifier(evidence_of_probabilities(maps)[None])[0]
     shown, differs = 0, False

@@ -53,7 +53,6 @@ class Architecture:
                              f"not {self.operator_inputs!r}")
 
 
-
 # Named configurations. "paper" follows the SMART-Net release (ResNet-50 encoder, U-Net decoder), except that
 # MONAI's encoder keeps its stride-2 stem; "default" is light enough for a laptop CPU. Both feed the volume
 # classifier the segmentation evidence of the volume segmenter's refined segmentation: for the bundled model,
