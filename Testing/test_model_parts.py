@@ -175,7 +175,8 @@ def test_thin_slices_are_pooled_into_slabs_and_mapped_back(tiny_model):
     assert heat.GetSize() == ct.GetSize() and heat.GetOrigin() == ct.GetOrigin()
 
 
-def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
+@pytest.mark.parametrize("segmentation", ["multilabel", "exclusive"])
+def test_refined_segmentation_evidence_is_that_of_the_whole_volume(segmentation):
     """"segmentation-3d": the volume classifier reads the evidence of the 3D operator's probabilities. Inference
     computes them in chunks of slabs; the probabilities and the decision must equal one pass over the volume,
     and Grad-CAM is taken at those maps."""
@@ -186,7 +187,8 @@ def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
     from SMARTNetLib.volume import to_canonical
 
     torch.manual_seed(0)
-    card = _card(architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__, "operator_inputs": "segmentation-3d"}))
+    card = _card(architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__, "operator_inputs": "segmentation-3d",
+                                              "volume_segmentation": segmentation}))
     net = SmartNet(card).eval()
     torch.nn.init.normal_(net.volume_segmenter.out.weight, std=0.5)  # zero at init: the 3D part would do nothing
     assert net.operator_size == 10 and net.reads_refined_segmentation
@@ -203,7 +205,11 @@ def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
     with torch.no_grad():
         logits = net.volume_segmenter(slices["decoder"].permute(1, 0, 2, 3)[None],
                                       slices["seg"].permute(1, 0, 2, 3)[None])
-        whole = torch.sigmoid(logits[0]).permute(1, 0, 2, 3)
+        if segmentation == "exclusive":  # a softmax over background (logit 0) and the classes
+            whole = torch.softmax(torch.cat([torch.zeros_like(logits[0, :1]), logits[0]]), dim=0)[1:]
+        else:
+            whole = torch.sigmoid(logits[0])
+        whole = whole.permute(1, 0, 2, 3)
         expected = torch.sigmoid(net.volume_classifier(evidence_of_probabilities(whole)[None])[0])
     torch.testing.assert_close(analyzer._refine(slices, lambda f: None), whole, atol=1e-5, rtol=1e-4)
     assert (whole - torch.sigmoid(slices["seg"])).abs().max() > 0.01  # the 3D operator changed the evidence
@@ -228,3 +234,48 @@ def test_refined_segmentation_evidence_is_that_of_the_whole_volume():
         cam = F.interpolate((cam / cam.max())[:, None], size=(grid.size, grid.size), mode="bilinear")
         torch.testing.assert_close(heat, grid.restore(cam)[:, 0].clamp(0, 1), atol=1e-5, rtol=1e-4)
     assert shown > 0 and differs  # a map was made, and per-slice weights would have made another
+
+
+def test_exclusive_volume_segmentation_labels_a_voxel_where_any_hemorrhage_is_likely():
+    """With "exclusive" classes a voxel is hemorrhage when the classes' probabilities add up to more than the
+    threshold, labelled with the most probable; with "multilabel" ones when one class exceeds it. Its loss
+    rewards the right subtype over the equal logits a sigmoid head gives all classes, and those over a wrong
+    subtype; old cards read "multilabel"."""
+    from SMARTNetLib.inference import Analyzer
+    from SMARTNetLib.network import exclusive_probabilities
+    from SMARTNetLib.training.losses import ExclusiveDiceCELoss
+
+    old = _card().to_dict()
+    del old["architecture"]["volume_segmentation"]
+    assert ModelCard.from_dict(old).architecture.volume_segmentation == "multilabel"
+    with pytest.raises(ValueError, match="volume_segmentation must be one of"):
+        Architecture(volume_segmentation="softmax")
+    logits = torch.tensor([[0.7], [-1.2]])
+    torch.testing.assert_close(exclusive_probabilities(logits[:1], dim=0), torch.sigmoid(logits[:1]))
+    assert exclusive_probabilities(logits, dim=0).sum() < 1
+
+    probs = torch.zeros(2, 5, 8, 8)
+    probs[1, 3, 2:4, 2:4], probs[1, 4, 2:4, 2:4] = 0.3, 0.35  # subarachnoid 0.3, subdural 0.35
+    probs[0, 1, 5, 5] = 0.9  # intraparenchymal
+    labelled = {}
+    for segmentation in ("multilabel", "exclusive"):
+        card = _card(architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__,
+                                                  "volume_segmentation": segmentation}))
+        analyzer = Analyzer(SmartNet(card).eval(), card, torch.device("cpu"))
+        labelled[segmentation] = analyzer._labels(probs, SliceGrid(height=8, width=8, size=8), None, lambda f: None)
+    assert labelled["multilabel"][0, 5, 5] == labelled["exclusive"][0, 5, 5] == 2
+    assert (labelled["multilabel"][1] == 0).all()
+    assert (labelled["exclusive"][1, 2:4, 2:4] == 5).all() and labelled["exclusive"][1].sum() == 4 * 5
+
+    target = torch.zeros(1, 5, 2, 8, 8)
+    target[0, 4, :, 2:6, 2:6] = 1  # subdural
+    loss = ExclusiveDiceCELoss()
+
+    def logits_saying(k: int | None) -> torch.Tensor:
+        z = torch.full((1, 5, 2, 8, 8), -4.0)
+        z[0, :, :, 2:6, 2:6] = 4.0 if k is None else -4.0
+        if k is not None:
+            z[0, k, :, 2:6, 2:6] = 4.0
+        return z
+
+    assert loss(logits_saying(4), target) < loss(logits_saying(None), target) < loss(logits_saying(0), target)

@@ -81,10 +81,10 @@ def test_training_learns_and_writes_a_model_folder(datalist, tmp_path):
     assert dice > 0.8, dice
 
 
-def _retrain_volume_classifier(datalist: Path, base: Path, out: Path, inputs: str) -> list[str]:
+def _retrain_volume_classifier(datalist: Path, base: Path, out: Path, inputs: str, *options: str) -> list[str]:
     """One short frozen downstream epoch from ``base`` with ``--operator-inputs inputs``; its warnings."""
     proc = run_cli("train", "--datalist", str(datalist), "--output", str(out), "--base-model", str(base),
-                   "--operator-inputs", inputs, "--stage", "downstream", "--downstream-epochs", "1",
+                   "--operator-inputs", inputs, *options, "--stage", "downstream", "--downstream-epochs", "1",
                    "--steps-per-epoch", "2", "--events", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return [e["message"] for e in events_of(proc) if e["event"] == "log" and e.get("level") == "warning"]
@@ -213,17 +213,24 @@ def test_datalist_split_and_empty(tmp_path):
         load_datalist(tmp_path / "e.json")
 
 
-def test_training_a_volume_classifier_on_the_refined_segmentation(datalist, tiny_model, tmp_path):
+@pytest.mark.parametrize("segmentation", ["multilabel", "exclusive"])
+def test_training_a_volume_classifier_on_the_refined_segmentation(segmentation, datalist, tiny_model, tmp_path):
     """``--operator-inputs segmentation-3d`` trains through the volume segmenter's output, keeps the base's
-    volume classifier (same size of input) and gives a model that analyzes with Grad-CAM."""
+    volume classifier (same size of input) and gives a model that analyzes with Grad-CAM; with
+    ``--volume-segmentation exclusive`` the volume segmenter learns classes that exclude each other."""
     out = tmp_path / "model"
-    warnings = _retrain_volume_classifier(datalist, tiny_model, out, "segmentation-3d")
+    warnings = _retrain_volume_classifier(datalist, tiny_model, out, "segmentation-3d",
+                                          "--volume-segmentation", segmentation)
     assert not any("do not fit" in w for w in warnings), warnings
     base, _ = load_model(tiny_model)
     tuned, card = load_model(out)
     assert card.architecture.operator_inputs == "segmentation-3d"
+    assert card.architecture.volume_segmentation == segmentation and tuned.exclusive == (segmentation == "exclusive")
     assert not torch.equal(tuned.volume_classifier.head[1].weight, base.volume_classifier.head[1].weight)
-    ct, _ = head_phantom(bleed=True)
+    assert not torch.equal(tuned.volume_segmenter.out.weight, base.volume_segmenter.out.weight)
+    ct, truth = head_phantom(bleed=True)
     analysis = Analyzer(tuned, card, torch.device("cpu")).analyze(ct, explain="gradcam")
     heat = sitk.GetArrayFromImage(analysis.activations["any"])
     assert 0 <= heat.min() and heat.max() <= 1 and heat.shape == sitk.GetArrayFromImage(ct).shape
+    labels, truth = sitk.GetArrayFromImage(analysis.labels), sitk.GetArrayFromImage(truth)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5} and (labels[truth > 0] > 0).mean() > 0.5

@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def heat_maps(analyzer: Analyzer, ct: sitk.Image) -> dict[str, sitk.Image]:
     """Grad-CAM of the "any" output as the engine makes it (gradient averaged over the volume), the same with
-    per-slice weights, and the refined segmentation's maximum over classes; each on the input grid."""
+    per-slice weights, and the refined segmentation's probability of any hemorrhage; each on the input grid."""
     model, card = analyzer.model, analyzer.card
     canonical = to_canonical(ct)
     groups = slab_groups(canonical.GetDepth(), canonical.GetSpacing()[2], card.preprocessing.slab_mm)
@@ -48,7 +48,7 @@ def heat_maps(analyzer: Analyzer, ct: sitk.Image) -> dict[str, sitk.Image]:
         (grads,) = torch.autograd.grad(logit, maps)
     heats = {"volume_weights": analyzer._explain(slices, refined, grid, weights, "gradcam", 0)}
     others = {"slice_weights": (grads.mean(dim=(2, 3), keepdim=True) * refined).sum(1).clamp(min=0),
-              "segmentation_peak": refined.amax(1)}
+              "segmentation_peak": model.hemorrhage_probability(refined)}
     for name, cam in others.items():  # as Analyzer._explain finishes its maps
         if weights is not None:
             cam = torch.einsum("ds,shw->dhw", weights, cam)

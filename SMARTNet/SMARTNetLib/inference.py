@@ -169,14 +169,15 @@ class Analyzer:
                 lo, hi = max(start - 1, 0), min(stop + 1, slabs)
                 dec = decoder[lo:hi].permute(1, 0, 2, 3)[None].to(self.device)
                 logits = self.model.volume_segmenter(dec, seg[lo:hi].permute(1, 0, 2, 3)[None].to(self.device))
-                probs[start:stop] = torch.sigmoid(logits[0, :, start - lo: stop - lo].float()).permute(1, 0, 2, 3).cpu()
+                chunk = self.model.volume_probabilities(logits[0, :, start - lo: stop - lo].float(), dim=0)
+                probs[start:stop] = chunk.permute(1, 0, 2, 3).cpu()
                 progress(stop / slabs)
         return probs
 
     def _labels(self, probs: torch.Tensor, grid: SliceGrid, weights: torch.Tensor | None,
                 progress: Callable[[float], None], slab: int = 16) -> np.ndarray:
-        """The 3D operator's probabilities interpolated back to every slice, restored in-plane and thresholded
-        -> canonical labels."""
+        """The 3D operator's probabilities interpolated back to every slice and restored in-plane -> canonical
+        labels: the most probable class where the probability of hemorrhage exceeds the threshold."""
         slabs = probs.shape[0]
         depth = weights.shape[0] if weights is not None else slabs
         values = torch.tensor([c.label_value for c in self.classes], dtype=torch.uint8)
@@ -185,8 +186,10 @@ class Analyzer:
         for start in range(0, depth, slab):
             stop = min(start + slab, depth)
             chunk = probs[start:stop] if weights is None else torch.einsum("ds,skhw->dkhw", weights[start:stop], probs)
-            best, which = grid.restore(chunk).max(dim=1)  # over classes, on the input's in-plane grid
-            labels[start:stop] = torch.where(best > threshold, values[which], 0).numpy()
+            chunk = grid.restore(chunk)  # on the input's in-plane grid
+            which = chunk.argmax(dim=1)
+            bleed = self.model.hemorrhage_probability(chunk) > threshold
+            labels[start:stop] = torch.where(bleed, values[which], 0).numpy()
             progress(stop / depth)
         return labels
 

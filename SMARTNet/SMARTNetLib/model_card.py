@@ -26,6 +26,7 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 OPERATOR_INPUTS = ("encoder", "segmentation", "both", "segmentation-3d")  # see Architecture.operator_inputs
+VOLUME_SEGMENTATIONS = ("multilabel", "exclusive")  # see Architecture.volume_segmentation
 
 
 @dataclass
@@ -43,6 +44,10 @@ class Architecture:
     # "segmentation" (the slice's segmentation evidence: per-class maximum and mean probability), "both", or
     # "segmentation-3d" (the same evidence from the volume segmenter's refined probabilities).
     operator_inputs: str = "encoder"
+    # The volume segmenter's probabilities: "multilabel" (a sigmoid per class, as the 2D head) or "exclusive"
+    # (a softmax over background and the classes, the background logit fixed at 0, so that one class is the
+    # sigmoid again): a voxel is then one subtype or none, as in a label map.
+    volume_segmentation: str = "multilabel"
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
@@ -51,6 +56,9 @@ class Architecture:
         if self.operator_inputs not in OPERATOR_INPUTS:
             raise ValueError(f"operator_inputs must be one of {', '.join(OPERATOR_INPUTS)}, "
                              f"not {self.operator_inputs!r}")
+        if self.volume_segmentation not in VOLUME_SEGMENTATIONS:
+            raise ValueError(f"volume_segmentation must be one of {', '.join(VOLUME_SEGMENTATIONS)}, "
+                             f"not {self.volume_segmentation!r}")
 
 
 # Named configurations. "paper" follows the SMART-Net release (ResNet-50 encoder, U-Net decoder), except that

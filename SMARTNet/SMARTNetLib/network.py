@@ -10,6 +10,7 @@ whose output is added to the 2D segmentation logits, so that a model trained ups
 sensibly. The volume classifier's per-slice vectors are, as the card says, the pooled encoder features (as in
 the paper), the slice's segmentation evidence (per-class maximum and mean probability), both, or the same
 evidence taken from the 3D CNN's refined segmentation ("segmentation-3d", see :meth:`SmartNet.volume_vectors`).
+The 3D CNN's probabilities are a sigmoid per class, or exclusive (:func:`exclusive_probabilities`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class SmartNet(nn.Module):
         n_out = len(card.output_names)
         self.feature_size = 2 * deep
         self.operator_inputs = arch.operator_inputs
+        self.exclusive = arch.volume_segmentation == "exclusive"
         self.operator_size = {"encoder": self.feature_size, "segmentation": 2 * n_seg, "segmentation-3d": 2 * n_seg,
                               "both": self.feature_size + 2 * n_seg}[arch.operator_inputs]
         self.classify = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.feature_size, n_out))
@@ -158,6 +160,16 @@ class SmartNet(nn.Module):
         """Whether the volume classifier reads the 3D operator's refined segmentation ("segmentation-3d")."""
         return self.operator_inputs == "segmentation-3d"
 
+    def volume_probabilities(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """The volume segmenter's logits -> per-class probabilities (classes along ``dim``): a sigmoid each, or
+        :func:`exclusive_probabilities` when the card says "exclusive"."""
+        return exclusive_probabilities(logits, dim) if self.exclusive else torch.sigmoid(logits)
+
+    def hemorrhage_probability(self, probs: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Probability that a voxel is any hemorrhage, from :meth:`volume_probabilities`: the sum over classes
+        when they exclude each other, else the largest."""
+        return probs.sum(dim) if self.exclusive else probs.amax(dim)
+
     def volume_vectors(self, slices: dict[str, torch.Tensor], refined: torch.Tensor | None = None) -> torch.Tensor:
         """The volume classifier's input (D, F) for one volume: the slices' ``operator`` vectors, or for
         "segmentation-3d" the evidence of ``refined``, the volume segmenter's probabilities (D, K, H, W)."""
@@ -189,6 +201,13 @@ class SmartNet(nn.Module):
 
 
 EVIDENCE_SCALE = 10.0
+
+
+def exclusive_probabilities(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Per-class logits -> the class probabilities of a softmax over background and the classes, with the
+    background logit fixed at 0 (so that a single class gets the sigmoid of its logit)."""
+    background = torch.zeros_like(logits.narrow(dim, 0, 1))
+    return torch.softmax(torch.cat([background, logits], dim=dim), dim=dim).narrow(dim, 1, logits.shape[dim])
 
 
 def segmentation_evidence(seg_logits: torch.Tensor) -> torch.Tensor:

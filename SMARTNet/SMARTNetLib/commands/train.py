@@ -10,14 +10,15 @@ from pathlib import Path
 
 from ..errors import SmartNetError
 from ..events import EventSink
-from ..model_card import OPERATOR_INPUTS
+from ..model_card import OPERATOR_INPUTS, VOLUME_SEGMENTATIONS
 
 HELP = "train a SMART-Net model from a MONAI datalist (also under torchrun for several GPUs or processes)"
 
 # Built-in defaults of the options a recipe may set (argparse defaults are None so that a recipe can fill them).
 DEFAULTS = {"stage": "all", "epochs": 10, "downstream_epochs": 4, "lr": 1e-3, "batch_size": 8, "val_split": 0.2,
             "architecture": "default", "image_size": None, "classes": None, "seed": 0, "name": None,
-            "steps_per_epoch": None, "unfreeze_after": None, "operator_inputs": None}
+            "steps_per_epoch": None, "unfreeze_after": None, "operator_inputs": None,
+            "volume_segmentation": None}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operator-inputs", choices=OPERATOR_INPUTS,
                         help="what the volume classifier reads per slice (default: the architecture's or base "
                              "model's; changing it retrains the volume classifier from scratch)")
+    parser.add_argument("--volume-segmentation", choices=VOLUME_SEGMENTATIONS,
+                        help="the volume segmenter's classes: multilabel (a sigmoid each) or exclusive (a softmax "
+                             "with the background; one subtype per voxel) (default: the architecture's or base "
+                             "model's)")
     parser.add_argument("--classes", choices=("subtypes", "binary"),
                         help="five subtypes or one 'hemorrhage' class (default: from the datalist and labels)")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")

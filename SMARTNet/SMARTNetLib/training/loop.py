@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..classes import classes_for
 from ..errors import SmartNetError
 from ..events import EventSink
-from ..model_card import ARCHITECTURES, WEIGHTS_FILE, ModelCard, Preprocessing
+from ..model_card import ARCHITECTURES, WEIGHTS_FILE, Architecture, ModelCard, Preprocessing
 from ..models import load_model, resolve_model
 from ..network import SmartNet
 from . import distributed
@@ -87,6 +87,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     unfreeze_after: int | None = None  # downstream epochs with a frozen 2D network (default: half)
     operator_inputs: str | None = None  # overrides the architecture's / base model's (see model_card)
+    volume_segmentation: str | None = None  # likewise
     recipe: str | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -130,8 +131,8 @@ class VolumeNet(nn.Module):
             out = self.net.forward_slices(x, reconstruct=False)
         seg = self.net.volume_segmenter(out["decoder"].permute(1, 0, 2, 3)[None], out["seg"].permute(1, 0, 2, 3)[None])
         # "segmentation-3d" reads the refined segmentation, which only the segmentation loss teaches
-        refined = torch.sigmoid(seg.detach()[0].float()).permute(1, 0, 2, 3) if self.net.reads_refined_segmentation \
-            else None
+        refined = self.net.volume_probabilities(seg.detach()[0].float(), dim=0).permute(1, 0, 2, 3) \
+            if self.net.reads_refined_segmentation else None
         cls = self.net.volume_classifier(self.net.volume_vectors(out, refined)[None])
         return cls, seg
 
@@ -256,18 +257,21 @@ class Trainer:
             if cfg.image_size and cfg.image_size != base.architecture.image_size:
                 self.out.warning(f"--image-size {cfg.image_size} ignored: the base model works at "
                                  f"{base.architecture.image_size} px")
-            if cfg.operator_inputs:
-                card.architecture = dataclasses.replace(card.architecture, operator_inputs=cfg.operator_inputs)
+            card.architecture = self._overridden(card.architecture)
             return card, model.state_dict()
         if cfg.architecture not in ARCHITECTURES:
             raise SmartNetError(f"unknown architecture {cfg.architecture!r} (known: {', '.join(ARCHITECTURES)})")
         arch = ARCHITECTURES[cfg.architecture]
         if cfg.image_size:
             arch = dataclasses.replace(arch, image_size=int(cfg.image_size))
-        if cfg.operator_inputs:
-            arch = dataclasses.replace(arch, operator_inputs=cfg.operator_inputs)
+        arch = self._overridden(arch)
         return ModelCard(name="untitled", architecture=arch, preprocessing=Preprocessing(),
                          provenance={"base_model": None}), None
+
+    def _overridden(self, arch: Architecture) -> Architecture:
+        """``arch`` with the options that may change a base model's 3D stage."""
+        changes = {k: getattr(self.cfg, k) for k in ("operator_inputs", "volume_segmentation") if getattr(self.cfg, k)}
+        return dataclasses.replace(arch, **changes)
 
     def _load_data(self, datalist: Datalist, card: ModelCard) -> Data:
         size, kinds = card.architecture.image_size, set()
@@ -449,7 +453,7 @@ class Trainer:
         cfg, prep = self.cfg, self.card.preprocessing
         augment = volume_augmentation()
         augment.set_random_state(seed=derived_seed(cfg.seed, epoch, self.dist.rank, 23))
-        criterion, device, total = DownstreamLoss(), self.dist.device, 0.0
+        criterion, device, total = DownstreamLoss(self.net.exclusive), self.dist.device, 0.0
         for step, v in enumerate(self.sampler.volume_order(epoch, steps)):
             hu, labels = volume_item(self.data.training[v], augment)
             x = window(neighbours(hu, prep.context_slices), prep).to(device)

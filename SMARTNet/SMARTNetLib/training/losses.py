@@ -4,7 +4,8 @@ Upstream (slices): BCE(classification) + (Dice + BCE)(segmentation) + L1(reconst
 + 0.5 * consistency, where consistency is the MSE between the classification probabilities and a pooled
 summary of the segmentation probabilities (max-pool 16x16 at 256 px, scaled to the image size, then
 global average), per class and for "any" (the maximum over classes).
-Downstream (volumes): BCE(volume classification) + (Dice + BCE)(volume segmentation).
+Downstream (volumes): BCE(volume classification) + (Dice + BCE)(volume segmentation), or for an "exclusive"
+volume segmentation (Dice + cross-entropy over background and the classes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
+
+from ..network import exclusive_probabilities
 
 CONSISTENCY_WEIGHT = 0.5
 
@@ -30,11 +33,31 @@ class PresentDiceBCELoss(nn.Module):
         self.dice = DiceLoss(sigmoid=True, batch=True, reduction="none")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        bce = F.binary_cross_entropy_with_logits(logits, target)
-        present = target.transpose(0, 1).flatten(1).amax(1) > 0  # (K,)
-        if not present.any():
-            return bce
-        return self.dice(logits, target).flatten()[present].mean() + bce
+        return present_dice(self.dice, logits, target) + F.binary_cross_entropy_with_logits(logits, target)
+
+
+class ExclusiveDiceCELoss(nn.Module):
+    """The same for classes that exclude each other (``target`` one-hot or all zero, the background): Dice
+    (MONAI) of the present classes on :func:`~SMARTNetLib.network.exclusive_probabilities`, plus the
+    cross-entropy of the softmax over background (logit 0) and the classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dice = DiceLoss(batch=True, reduction="none")  # of probabilities
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
+        ranks = torch.arange(1, logits.shape[1] + 1, device=target.device).view(1, -1, *[1] * (target.dim() - 2))
+        ce = F.cross_entropy(full, (target * ranks).sum(1).long())
+        return present_dice(self.dice, exclusive_probabilities(logits), target) + ce
+
+
+def present_dice(dice: DiceLoss, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean of MONAI's per-class ``dice`` over the classes with a voxel in the batch (0 when none has)."""
+    present = target.transpose(0, 1).flatten(1).amax(1) > 0  # (K,)
+    if not present.any():
+        return inputs.new_zeros(())
+    return dice(inputs, target).flatten()[present].mean()
 
 
 def seg_summary(seg_logits: torch.Tensor, with_any: bool) -> torch.Tensor:
@@ -68,11 +91,11 @@ class UpstreamLoss(nn.Module):
 
 
 class DownstreamLoss(nn.Module):
-    """Volume classification BCE + volume segmentation Dice + BCE."""
+    """Volume classification BCE + volume segmentation Dice + BCE (Dice + cross-entropy when ``exclusive``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclusive: bool = False) -> None:
         super().__init__()
-        self.seg = PresentDiceBCELoss()
+        self.seg = ExclusiveDiceCELoss() if exclusive else PresentDiceBCELoss()
 
     def forward(self, cls_logits: torch.Tensor, seg_logits: torch.Tensor, cls_target: torch.Tensor,
                 seg_target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
