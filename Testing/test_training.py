@@ -103,6 +103,12 @@ def test_base_model_with_other_operator_inputs_keeps_the_2d_network(datalist, ti
     assert tuned.volume_classifier.project[0].in_features == tuned.feature_size
     torch.testing.assert_close(tuned.unet.encoder.state_dict(), base.unet.encoder.state_dict())
 
+    # trained again from it: the card keeps the whole chain of models and commands
+    _retrain_volume_classifier(datalist, out, tmp_path / "again", "segmentation")
+    lineage = ModelCard.load(tmp_path / "again").provenance["base_model"]
+    assert lineage["path"] == str(out) and "--operator-inputs encoder" in lineage["command"]
+    assert lineage["base_model"] == card.provenance["base_model"] and lineage["base_model"]["path"] == str(tiny_model)
+
 
 def test_resume_after_kill_ends_like_an_uninterrupted_run(datalist, tmp_path):
     args = ["--datalist", str(datalist), *FAST, "--epochs", "2", "--downstream-epochs", "1", "--steps-per-epoch",

@@ -251,7 +251,8 @@ class Trainer:
         if cfg.base_model:
             folder = resolve_model(cfg.base_model)
             model, base = load_model(folder)
-            lineage = {k: base.provenance[k] for k in ("pretraining", "command", "data") if k in base.provenance}
+            lineage = {k: base.provenance[k] for k in ("pretraining", "command", "data", "base_model")
+                       if k in base.provenance}  # the base's own base, and so on: the whole chain of commands
             card = dataclasses.replace(base, provenance={"base_model": {"name": base.name, "version": base.version,
                                                                         "path": str(folder), **lineage}}, metrics={})
             if cfg.image_size and cfg.image_size != base.architecture.image_size:
