@@ -187,8 +187,8 @@ class Analyzer:
             stop = min(start + slab, depth)
             chunk = probs[start:stop] if weights is None else torch.einsum("ds,skhw->dkhw", weights[start:stop], probs)
             chunk = grid.restore(chunk)  # on the input's in-plane grid
-            which = chunk.argmax(dim=1)
-            bleed = self.model.hemorrhage_probability(chunk) > threshold
+            best, which = chunk.max(dim=1)
+            bleed = (self.model.hemorrhage_probability(chunk) if self.model.exclusive else best) > threshold
             labels[start:stop] = torch.where(bleed, values[which], 0).numpy()
             progress(stop / depth)
         return labels
