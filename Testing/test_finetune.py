@@ -115,7 +115,7 @@ def test_finetuning_improves_held_out_dice_on_a_shifted_domain(tmp_path):
 def test_finetuning_the_bundled_model_learns_a_sites_subtype(tmp_path):
     """Issue 7's check on the bundled model itself, with ``benchmarks/finetune.py`` as users would run it.
 
-    The bundled model finds blood but names nearly all of it intraventricular (README). A site corrects the
+    The bundled model finds blood better than it names it (README). A site corrects the
     subtype of 10 of its subdural bleeds (synthetic, in the real InVesalius head when installed) and fine-tunes
     on all of them; on 6 held-out subdural cases the Dice of the right subtype must rise, without losing the
     bleeds themselves.
@@ -129,6 +129,7 @@ def test_finetuning_the_bundled_model_learns_a_sites_subtype(tmp_path):
     result = json.loads(result_file.read_text())
     assert result["base_model"]["name"] == "smartnet-default" and result["judged_on"] == "dice_subtype"
     before, after = result["before"], result["after"]
-    # Measured when written: subdural Dice 0.05 -> 0.52, any-hemorrhage Dice 0.51 -> 0.54, 45 s of fine-tuning.
-    assert after["dice_subtype"] > before["dice_subtype"] + 0.25, (before["dice_subtype"], after["dice_subtype"])
+    # Measured with release 1.3.0: subdural Dice 0.42 -> 0.63 (up in each of the 5 cases it finds), any-hemorrhage
+    # Dice 0.60 -> 0.61, 46 s of fine-tuning (1.2.0, which knew subdurals less: 0.05 -> 0.52).
+    assert after["dice_subtype"] > before["dice_subtype"] + 0.1, (before["dice_subtype"], after["dice_subtype"])
     assert after["dice_any"] > before["dice_any"] - 0.05, (before["dice_any"], after["dice_any"])

@@ -2,7 +2,7 @@
 
 For a model whose volume classifier reads the refined (3D) segmentation, Grad-CAM averages the gradient over
 the whole volume (:meth:`SMARTNetLib.inference.Analyzer._explain`). This compares that with per-slice averaging
-(and with the segmentation's own peak, the ceiling of a map read off it) by the pointing game on synthetic
+(and with the peak of the segmentation's own probability of hemorrhage) by the pointing game on synthetic
 volumes from seeds that neither training (2024...) nor the test set (900000...) uses:
 
     python benchmarks/gradcam_weighting.py --model smartnet-default --n 60

@@ -1,6 +1,6 @@
 """Copy a trained model into the package as a bundled model: float16 weights, plain-spoken card.
 
-    python scripts/bundle_model.py TRAINED_MODEL_DIR [--name smartnet-default] [--version 1.2.0]
+    python scripts/bundle_model.py TRAINED_MODEL_DIR [--name smartnet-default] [--version 1.3.0]
 
 The weights are stored as float16 (half the size; the engine loads them as float32). The card's
 description states what the model was trained on and that it is not for clinical use.

@@ -63,9 +63,10 @@ class Architecture:
 
 # Named configurations. "paper" follows the SMART-Net release (ResNet-50 encoder, U-Net decoder), except that
 # MONAI's encoder keeps its stride-2 stem; "default" is light enough for a laptop CPU. Both feed the volume
-# classifier the segmentation evidence of the volume segmenter's refined segmentation: for the bundled model,
-# held-out any-ICH AUC 0.91 and pointing game 88%, against 0.82 and 51% with the paper's encoder features
-# (release 1.0.0) and 0.92 and 78% with the 2D segmentation's evidence (1.1.0; README, "The bundled model").
+# classifier the segmentation evidence of the volume segmenter's refined segmentation: on the 2D network of
+# the bundled model's release 1.2.0, held-out any-ICH AUC 0.91 and pointing game 88%, against 0.82 and 51%
+# with the paper's encoder features (1.0.0) and 0.92 and 78% with the 2D segmentation's evidence (1.1.0;
+# README, "The bundled model").
 # "tiny" (tests) keeps the 2D segmentation's evidence.
 ARCHITECTURES: dict[str, Architecture] = {
     "default": Architecture(operator_inputs="segmentation-3d"),

@@ -11,7 +11,8 @@ RECIPES: dict[str, dict] = {
     # Step 1 of the bundled model smartnet-default (scripts/train_bundled_model.sh): synthetic data only
     # (procedural heads and bleeds inserted into the real InVesalius head), trained on CPU (2 cores) in about
     # 45 minutes. Its volume classifier read the encoder features, the preset's choice when it ran; step 2
-    # retrains it on the segmentation evidence of the volume segmenter's refined segmentation.
+    # trains the 2D network 30 epochs more, and step 3 retrains the volume classifier on the segmentation
+    # evidence of the volume segmenter's refined segmentation.
     "default": {
         "data": {"n": 200, "seed": 2024, "size": "small", "host": "mixed"},
         "architecture": "default",
