@@ -65,8 +65,8 @@ class Architecture:
 # MONAI's encoder keeps its stride-2 stem; "default" is light enough for a laptop CPU. Both feed the volume
 # classifier the segmentation evidence of the volume segmenter's refined segmentation: on the 2D network of
 # the bundled model's release 1.2.0, held-out any-ICH AUC 0.91 and pointing game 88%, against 0.82 and 51%
-# with the paper's encoder features (1.0.0) and 0.92 and 78% with the 2D segmentation's evidence (1.1.0;
-# README, "The bundled model").
+# with the paper's encoder features (1.0.0) and 0.92 and 78% with the 2D segmentation's evidence (1.1.0);
+# 0.975 and 93% on release 1.3.0's longer-trained 2D network (README, "The bundled model").
 # "tiny" (tests) keeps the 2D segmentation's evidence.
 ARCHITECTURES: dict[str, Architecture] = {
     "default": Architecture(operator_inputs="segmentation-3d"),
