@@ -45,6 +45,8 @@ def test_complete_files_are_read_with_geometry(tmp_path):
     ("uint8", "not CT Hounsfield units"),
     ("mr", "not CT Hounsfield units"),
     ("nan", "NaN"),
+    ("nan_nifti", "NaN"),
+    ("inf_nifti_gz", "NaN or infinite"),
     ("rgb", "components per voxel"),
     ("no_dicom", "no DICOM image series"),
 ])
@@ -66,6 +68,14 @@ def test_bad_input_errors(tmp_path, case, message):
         array[4, 10:20, 10:20] = 1000
         array[2, 3, 3] = np.nan
         _write(sitk.GetImageFromArray(array), path)
+    elif case in ("nan_nifti", "inf_nifti_gz"):
+        import nibabel  # SimpleITK writes NaN into NIfTI but reads it back as 0: write the file with nibabel
+
+        array = np.full((32, 32, 8), -1000.0, np.float32)
+        array[10:20, 10:20, 4] = 1000
+        array[3, 3, 2] = np.nan if case == "nan_nifti" else np.inf
+        path = tmp_path / ("input.nii" if case == "nan_nifti" else "input.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(array, np.diag([0.5, 0.5, 5.0, 1.0])), str(path))
     elif case == "rgb":
         _write(sitk.GetImageFromArray(np.zeros((8, 32, 32, 3), np.int16), isVector=True), path)
     elif case == "no_dicom":

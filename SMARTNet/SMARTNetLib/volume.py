@@ -30,12 +30,32 @@ def _read_file(path: Path) -> sitk.Image:
         raise SmartNetError("empty file", path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)  # ITK reads a truncated NIfTI without complaint
+        _check_nifti_finite(path)  # ITK reads NaN in NIfTI as 0
     elif path.name.lower().endswith(".mha"):
         _check_metaimage_complete(path)  # ITK's message for a truncated MHA is misleading
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise SmartNetError(f"cannot read image: {_itk_reason(err)}", path) from None
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Raise if a floating-point NIfTI data block holds NaN or infinite values.
+
+    SimpleITK 2.5 (ITK 5.4) returns 0 for NaN voxels of ``.nii``/``.nii.gz`` (it keeps them in NRRD and MHA), so
+    :func:`check_ct` would never see them: the data block is read again here with nibabel, unscaled.
+    """
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path))
+        if not np.issubdtype(image.header.get_data_dtype(), np.floating):
+            return
+        finite = bool(np.isfinite(np.asanyarray(image.dataobj.get_unscaled())).all())
+    except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError):
+        return  # unreadable here: SimpleITK's reader gives the error
+    if not finite:
+        raise SmartNetError("contains NaN or infinite values", path)
 
 
 def _check_nifti_complete(path: Path) -> None:
