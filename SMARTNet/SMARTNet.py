@@ -558,7 +558,9 @@ class SMARTNetLogic(ScriptedLoadableModuleLogic):
         """Remove the previous results of ``inputVolume`` with their display, storage and rendering nodes."""
         for node in self.resultNodes(inputVolume):
             helpers = []
-            for i in range(node.GetNumberOfDisplayNodes()):
+            # the findings table is a storable node, not a displayable one: it has no display nodes
+            displayNodes = node.GetNumberOfDisplayNodes() if node.IsA("vtkMRMLDisplayableNode") else 0
+            for i in range(displayNodes):
                 displayNode = node.GetNthDisplayNode(i)
                 if displayNode is None:
                     continue
