@@ -20,6 +20,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", choices=("procedural", "real", "mixed"), default="procedural",
                         help="procedural heads, the real InVesalius head (Debian invesalius-examples), or both")
     parser.add_argument("--validation-fraction", type=float, default=0.2, help="share of cases in 'validation'")
+    parser.add_argument("--style", choices=("plain", "randomised"), default="plain",
+                        help="plain: as releases up to 1.3.0; randomised: plus hard-negative mimics (dense falx, "
+                             "tentorium, venous sinuses, calcifications), scanner variety and real-head warps")
+    parser.add_argument("--workers", type=int, default=1, help="processes (the data set is the same for any number)")
 
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
@@ -27,6 +31,8 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
     if args.n < 1:
         raise SmartNetError("--n must be at least 1")
+    if args.workers < 1:
+        raise SmartNetError("--workers must be at least 1")
     if not 0.0 <= args.validation_fraction < 1.0:
         raise SmartNetError("--validation-fraction must be in [0, 1)")
     out = Path(args.output_dir)
@@ -42,7 +48,8 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
     try:
         return write_dataset(out, args.n, seed=args.seed, size=args.size, host=args.host,
-                             validation_fraction=args.validation_fraction, progress=progress)
+                             validation_fraction=args.validation_fraction, style=args.style,
+                             workers=args.workers, progress=progress)
     except OSError as err:
         raise SmartNetError(f"cannot write: {err.strerror or err}", out) from err
 

@@ -101,7 +101,8 @@ def synthesize(spec: dict, folder: Path, device: str = "auto") -> Path:
     if rank == 0 and not datalist.is_file():
         command = [sys.executable, "-m", "SMARTNetLib.cli", "synth", "--n", str(spec["n"]), "--seed",
                    str(spec["seed"]), "--size", spec["size"], "--host", spec.get("host", "procedural"),
-                   "--output-dir", str(folder)]
+                   "--style", spec.get("style", "plain"), "--workers", str(spec.get("workers", 1)),
+                   "--validation-fraction", str(spec.get("validation_fraction", 0.2)), "--output-dir", str(folder)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]

@@ -15,10 +15,12 @@ from ..classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
 from .bleeds import plan_bleeds, random_subtypes
 from .noise import SmoothNoise
 from .phantom import ProceduralHead
+from .randomisation import plan_mimics, randomise_scanner
 from .scanner import random_geometry, render_procedural
 
 NEGATIVE_FRACTION = 0.4
 HOSTS = ("procedural", "real", "mixed")
+STYLES = ("plain", "randomised")
 
 
 def label_volumes_ml(label: sitk.Image) -> dict[str, float]:
@@ -40,12 +42,14 @@ def _choose_subtypes(rng: np.random.Generator, subtypes: list[str] | None) -> li
 
 
 def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
-              host: str = "procedural") -> tuple[sitk.Image, sitk.Image, dict]:
+              host: str = "procedural", style: str = "plain") -> tuple[sitk.Image, sitk.Image, dict]:
     """Make one synthetic case.
 
     ``subtypes``: None = random (about 40% negatives), ``[]`` = a negative (confounders only), or a list
     of subtype names (repeats = several bleeds of that subtype). ``host``: ``procedural``, ``real``
     (the InVesalius head; falls back to procedural when absent) or ``mixed`` (random per seed).
+    ``style``: ``plain`` (releases up to 1.3.0) or ``randomised`` (:mod:`.randomisation`: the same anatomy and
+    bleeds for the same seed, plus hard-negative mimics, scanner variety and, in the real head, warps).
     Returns the CT (int16 HU), its label map (uint8, label values of ``SMARTNetLib.classes``, same
     geometry) and a description (subtypes, volume_ml, host, scanner, bleeds).
 
@@ -56,13 +60,17 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
     if host not in HOSTS:
         raise ValueError(f"host must be one of {HOSTS}, not {host!r}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, not {style!r}")
+    # randomisation draws from its own stream, so a seed's anatomy and bleeds are the same in both styles
+    extra = np.random.default_rng(np.random.SeedSequence([int(seed), 31337])) if style == "randomised" else None
     if host == "mixed":
         host = "real" if rng.random() < 0.3 else "procedural"
     wanted = _choose_subtypes(rng, subtypes)
     if host == "real":
         from .real_head import make_real_case
 
-        result = make_real_case(rng, size, wanted)
+        result = make_real_case(rng, size, wanted, extra)
         if result is not None:
             ct, label, info = result
             return _finish(ct, label, info, wanted)
@@ -72,7 +80,10 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
     gravity = geom.pose.T @ np.array([0.0, 1.0, 0.0])  # supine: blood settles posteriorly (scanner +y)
     bleeds = plan_bleeds(rng, head, wanted, gravity)
     texture = SmoothNoise(rng, scale_mm=6.0, extent_mm=240)
-    hu, lab, render = render_procedural(head, geom, bleeds, rng, texture)
+    mimics = plan_mimics(extra) if extra is not None else []
+    hu, lab, render = render_procedural(head, geom, bleeds, rng, texture, mimics=mimics)
+    if extra is not None:
+        render["randomised"] = {"mimics": [m.kind for m in mimics], **randomise_scanner(hu, geom.spacing, extra)}
     ref = geom.reference_image()
     ct = sitk.GetImageFromArray(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
     ct.CopyInformation(ref)
@@ -114,32 +125,36 @@ def write_json_atomic(data: dict, path: Path) -> None:
 
 
 def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "small", host: str = "procedural",
-                  validation_fraction: float = 0.2,
+                  validation_fraction: float = 0.2, style: str = "plain", workers: int = 1,
                   progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Write ``n`` cases under ``output_dir/cases`` and ``output_dir/datalist.json``; returns a summary.
 
-    Case ``i`` is ``make_case(seed * 1_000_003 + i, ...)``, so any case can be remade alone. Every
-    ``round(1 / validation_fraction)``-th case goes to ``validation``.
+    Case ``i`` is ``make_case(seed * 1_000_003 + i, ...)``, so any case can be remade alone, and the data set is
+    the same whatever the number of ``workers`` (processes). Every ``round(1 / validation_fraction)``-th case
+    goes to ``validation``.
     """
     out = Path(output_dir)
     (out / "cases").mkdir(parents=True, exist_ok=True)
     every = max(2, int(round(1 / validation_fraction))) if validation_fraction > 0 else 0
     # "synthetic" marks models trained on it as synthetic-only; "classes" keeps subtype labels even for a
     # set whose only bleeds are epidural (label value 1, which alone would read as a binary mask).
-    datalist: dict = {"synthetic": True, "classes": "subtypes", "training": [], "validation": []}
-    for i in range(n):
-        case_seed = case_seed_for(seed, i)
-        ct, label, info = make_case(case_seed, size=size, host=host)
-        name = f"case_{i:05d}"
-        _write_image(ct, out / "cases" / f"{name}_ct.nii.gz")
-        _write_image(label, out / "cases" / f"{name}_label.nii.gz")
-        entry = {"image": f"cases/{name}_ct.nii.gz", "label": f"cases/{name}_label.nii.gz",
-                 "subtypes": info["subtypes"], "volume_ml": info["volume_ml"], "host": info["host"],
-                 "seed": case_seed, "size": [int(s) for s in ct.GetSize()],
-                 "spacing": [round(float(s), 4) for s in ct.GetSpacing()]}
-        datalist["validation" if every and (i % every == every - 1) else "training"].append(entry)
-        if progress:
-            progress(i + 1, n, entry)
+    datalist: dict = {"synthetic": True, "classes": "subtypes", "style": style, "training": [], "validation": []}
+    jobs = [(out, i, case_seed_for(seed, i), size, host, style) for i in range(n)]
+    if workers > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        entries = pool.imap(_write_case, jobs)
+    else:
+        pool, entries = None, map(_write_case, jobs)
+    try:
+        for i, entry in enumerate(entries):
+            datalist["validation" if every and (i % every == every - 1) else "training"].append(entry)
+            if progress:
+                progress(i + 1, n, entry)
+    finally:
+        if pool is not None:
+            pool.terminate()
     write_json_atomic(datalist, out / "datalist.json")
     entries = datalist["training"] + datalist["validation"]
     counts = {s: sum(s in e["subtypes"] for e in entries) for s in SUBTYPE_NAMES}
@@ -147,6 +162,19 @@ def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "sm
             "training": len(datalist["training"]), "validation": len(datalist["validation"]),
             "negatives": sum(not e["subtypes"] for e in entries), "subtype_counts": counts,
             "hosts": {h: sum(e["host"] == h for e in entries) for h in ("procedural", "real")}}
+
+
+def _write_case(job: tuple) -> dict:
+    """Make case ``i`` and write its CT and label (one job of :func:`write_dataset`); returns its datalist entry."""
+    out, i, case_seed, size, host, style = job
+    ct, label, info = make_case(case_seed, size=size, host=host, style=style)
+    name = f"case_{i:05d}"
+    _write_image(ct, out / "cases" / f"{name}_ct.nii.gz")
+    _write_image(label, out / "cases" / f"{name}_label.nii.gz")
+    return {"image": f"cases/{name}_ct.nii.gz", "label": f"cases/{name}_label.nii.gz",
+            "subtypes": info["subtypes"], "volume_ml": info["volume_ml"], "host": info["host"],
+            "seed": case_seed, "size": [int(s) for s in ct.GetSize()],
+            "spacing": [round(float(s), 4) for s in ct.GetSpacing()]}
 
 
 def case_seed_for(seed: int, index: int) -> int:

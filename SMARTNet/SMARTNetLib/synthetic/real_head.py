@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from .bleeds import plan_bleeds, total_displacement
 from .noise import SmoothNoise
+from .randomisation import plan_mimics, randomise_scanner, real_head_warp, tissue_contrast
 from .scanner import random_geometry
 
 CANDIDATES = (
@@ -146,8 +147,11 @@ def real_host() -> RealHost | None:
     return _CACHE["host"]  # type: ignore[return-value]
 
 
-def make_real_case(rng: np.random.Generator, size: str, subtypes: list[str]):
-    """Bleeds inserted into the real head, resampled onto a random scanner grid; None if no real head."""
+def make_real_case(rng: np.random.Generator, size: str, subtypes: list[str], extra: np.random.Generator | None = None):
+    """Bleeds inserted into the real head, resampled onto a random scanner grid; None if no real head.
+
+    With ``extra`` (the randomised style) the head also gets random tissue contrast, mimics, scaling, an
+    elastic warp and scanner variety (:mod:`.randomisation`), all drawn from ``extra``."""
     host = real_host()
     if host is None:
         return None
@@ -175,6 +179,13 @@ def make_real_case(rng: np.random.Generator, size: str, subtypes: list[str]):
     labels = np.zeros(values.shape, np.uint8)
     texture = SmoothNoise(rng, scale_mm=6.0, extent_mm=400)
     edge = 1.0
+    randomised: dict = {}
+    if extra is not None:
+        randomised["contrast"] = round(tissue_contrast(values, fields["cavity"] > 0, extra), 3)
+        mimics = plan_mimics(extra)
+        for m in mimics:
+            m.paint(p, fields, values, host.center, host.midline_x, edge)
+        randomised["mimics"] = [m.kind for m in mimics]
     shifted = p - host.center[:, None].astype(np.float32)  # texture noise is centred on the head
     for b in bleeds:
         b.paint(p, fields, values, labels, edge, _Shifted(texture, host.center))
@@ -196,15 +207,23 @@ def make_real_case(rng: np.random.Generator, size: str, subtypes: list[str]):
     tx.SetCenter([float(v) for v in geom.head_center])
     tx.SetTranslation([float(v) for v in (host.center - geom.head_center)])
     ref = geom.reference_image()
-    ct = sitk.Resample(src_ct, ref, tx, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
-    label = sitk.Resample(src_lab, ref, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    transform: sitk.Transform = tx
+    if extra is not None:
+        transform, warp = real_head_warp(ref, tx, extra, host.center)
+        randomised.update(warp)
+    ct = sitk.Resample(src_ct, ref, transform, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    label = sitk.Resample(src_lab, ref, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     arr = sitk.GetArrayFromImage(ct)
+    if extra is not None:
+        randomised.update(randomise_scanner(arr, geom.spacing, extra))
     arr = np.clip(np.rint(arr), -1024, 3071).astype(np.int16)
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(ref)
     info = {"host": "real", "scanner": geom.describe(), "bleeds": [b.describe() for b in bleeds],
             "confounders": ["falx", "tentorium", "skull-base beam hardening", "bone partial volume",
                             "real anatomy"]}
+    if randomised:
+        info["randomised"] = randomised
     return out, label, info
 
 

@@ -102,8 +102,11 @@ def random_geometry(rng: np.random.Generator, size: str = "small", head_top: flo
 
 
 def render_procedural(head: ProceduralHead, geom: ScannerGeometry, bleeds: list[Bleed], rng: np.random.Generator,
-                      texture: SmoothNoise, max_points: int = 600_000) -> tuple[np.ndarray, np.ndarray, dict]:
-    """HU (float32) and label (uint8) arrays in numpy order (k, j, i), plus render facts."""
+                      texture: SmoothNoise, max_points: int = 600_000,
+                      mimics: list | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """HU (float32) and label (uint8) arrays in numpy order (k, j, i), plus render facts.
+
+    ``mimics`` (:class:`~.randomisation.Mimic`) are painted under the bleeds, never labelled."""
     out_size, out_sp = geom.size, geom.spacing[0]
     # Fine grids are evaluated at about 0.8-1 mm and interpolated up: anatomy has no finer detail here
     # and the scanner's point spread (added below) is about as wide.
@@ -127,6 +130,8 @@ def render_procedural(head: ProceduralHead, geom: ScannerGeometry, bleeds: list[
         q = p - total_displacement(bleeds, p)
         h, fields = head.evaluate(p, q, edge)
         lab = np.zeros(p.shape[1], np.uint8)
+        for m in mimics or ():
+            m.paint(p, fields, h, np.zeros(3, np.float32), head.midline_x, edge)
         for b in bleeds:
             b.paint(p, fields, h, lab, edge, texture)
         shape = (len(ks), ns, nj, ni)
