@@ -37,3 +37,45 @@ def pointing_hit(heat: sitk.Image, truth: np.ndarray, tolerance_mm: float = POIN
     matrix = np.array(heat.GetDirection()).reshape(3, 3) * np.array(heat.GetSpacing())
     points = index @ matrix.T + np.array(heat.GetOrigin())
     return bool(np.min(np.linalg.norm(points - peak, axis=1)) <= tolerance_mm)
+
+
+def calibration_error(truth: list[int], probs: list[float], bins: int = 10) -> tuple[float | None, list[dict]]:
+    """Expected calibration error (equal-width bins) and the reliability table (per bin: count, mean
+    probability, observed frequency)."""
+    t, p = np.asarray(truth, float), np.asarray(probs, float)
+    if t.size == 0:
+        return None, []
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        conf, freq = float(p[sel].mean()), float(t[sel].mean())
+        ece += sel.sum() / t.size * abs(conf - freq)
+        table.append({"bin": [round(edges[b], 2), round(edges[b + 1], 2)], "count": int(sel.sum()),
+                      "mean_probability": round(conf, 4), "observed": round(freq, 4)})
+    return round(float(ece), 4), table
+
+
+def finding_subtypes(truth: np.ndarray, pred: np.ndarray, voxel_ml: float, min_ml: float = 0.0) -> list[dict]:
+    """Finding-level subtype check: each connected component of each true subtype (label values) gets the
+    predicted label most common inside it (0 = missed)."""
+    from scipy import ndimage
+
+    out = []
+    for value in np.unique(truth):
+        if value == 0:
+            continue
+        components, n = ndimage.label(truth == value)
+        for c in range(1, n + 1):
+            inside = components == c
+            ml = float(inside.sum() * voxel_ml)
+            if ml < min_ml:
+                continue
+            counts = np.bincount(pred[inside].ravel(), minlength=6)
+            predicted = int(np.argmax(counts[1:]) + 1) if counts[1:].any() else 0
+            out.append({"true": int(value), "predicted": predicted, "ml": round(ml, 3),
+                        "found": bool(counts[1:].sum() > 0)})
+    return out
