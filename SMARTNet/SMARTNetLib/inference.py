@@ -46,6 +46,7 @@ class Analysis:
     findings: dict[str, dict]
     timing: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    familiarity: float | None = None  # reconstruction error of the input (higher = less like the training data)
 
     @property
     def ich_probability(self) -> float:
@@ -86,11 +87,16 @@ class Analyzer:
         slices = self._run_slices(windowed, lambda f: report(0.1 + 0.6 * f, "slices"))
         timing["inference_2d"] = _lap(clock, timing)
 
+        familiarity = familiarity_score(slices["rec_error"], windowed)
+        threshold = self.card.familiarity.get("threshold")
+        if threshold is not None and familiarity > float(threshold):
+            warnings.append(f"the input is unlike the model's training data (reconstruction error {familiarity:.3f} "
+                            f"above the card's threshold {float(threshold):.3f}); findings are unreliable")
         refined = self._refine(slices, lambda f: report(0.7 + 0.075 * f, "segmentation"))
         with torch.inference_mode():
             vectors = self.model.volume_vectors(slices, refined)
             volume_logits = self.model.volume_classifier(vectors[None].to(self.device))[0]
-        probs = torch.sigmoid(volume_logits.float()).cpu().numpy()
+        probs = torch.sigmoid(volume_logits.float() / self.card.temperature).cpu().numpy()
         probabilities = {name: float(p) for name, p in zip(self.card.output_names, probs)}
         labels_canonical = self._labels(refined, grid, weights, lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
@@ -116,7 +122,7 @@ class Analyzer:
         timing["postprocess"] = _lap(clock, timing)
         report(1.0, "done")
         return Analysis(probabilities, [round(float(p), 4) for p in slice_probs], order, labels, activations,
-                        findings, timing, warnings)
+                        findings, timing, warnings, round(familiarity, 4))
 
     def encode(self, image: sitk.Image) -> dict[str, torch.Tensor]:
         """Per-slice outputs of the 2D network (canonical inferior-to-superior order) plus ``volume``, the
@@ -146,9 +152,10 @@ class Analyzer:
             for start in range(0, depth, self.batch_size):
                 index = torch.arange(start, min(start + self.batch_size, depth))
                 x = slice_channels(windowed, index, context).to(self.device)
-                out = self.model.forward_slices(x, reconstruct=False)
+                out = self.model.forward_slices(x, reconstruct=True)
                 for k in keep:
                     parts[k].append(out[k].float().cpu())
+                parts.setdefault("rec_error", []).append(reconstruction_error(out["rec"].float(), x.float()).cpu())
                 if self.model.operator_inputs == "both":  # Grad-CAM reruns the decoder from these
                     skips.append([m.float().cpu() for m in out["skips"]])
                 progress(min(start + self.batch_size, depth) / depth)
@@ -261,6 +268,19 @@ class Analyzer:
                                   "volume_ml": round(count * ml, 3), "label_value": cls.label_value,
                                   "largest_slice": largest, "centroid_lps": centroid}
         return findings
+
+
+def reconstruction_error(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per slice: mean absolute difference between the reconstruction head's output and the network input."""
+    return (rec - x).abs().flatten(1).mean(1)
+
+
+def familiarity_score(errors: torch.Tensor, windowed: torch.Tensor) -> float:
+    """The input-familiarity score of a volume: mean reconstruction error over the slices with head in them
+    (SMART-Net's reconstruction head learned to restore training-like slices only)."""
+    body = windowed.flatten(2).amax(1).gt(0).float().mean(1) > 0.05  # (D,) slices with tissue in any window
+    chosen = errors[body] if bool(body.any()) else errors
+    return float(chosen.mean())
 
 
 def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

@@ -107,6 +107,10 @@ class ModelCard:
     architecture: Architecture = field(default_factory=Architecture)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     thresholds: dict[str, float] = field(default_factory=lambda: {"segmentation": 0.5, "classification": 0.5})
+    # temperature scaling of the volume classifier's logits (scripts/calibrate_model.py); 1.0 = as trained
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # input-familiarity check: "threshold" on the reconstruction error and its reference distribution
+    familiarity: dict[str, Any] = field(default_factory=dict)
     synthetic_only: bool = True  # trained on synthetic data only: not for clinical use
     provenance: dict[str, Any] = field(default_factory=dict)  # base model, data summary, command, dates
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +128,11 @@ class ModelCard:
     def output_names(self) -> list[str]:
         """Names of the classification outputs: ``any`` first when there are subtypes."""
         return list(self.classes) if len(self.classes) == 1 else ["any", *self.classes]
+
+    @property
+    def temperature(self) -> float:
+        """The volume classifier's calibration temperature (probabilities are sigmoid(logit / T))."""
+        return float(self.calibration.get("temperature", 1.0))
 
     @property
     def summary(self) -> str:

@@ -125,8 +125,15 @@ def slice_channels(windowed: torch.Tensor, index: torch.Tensor, context: int) ->
     return x.flatten(1, 2)
 
 
+def model_size_hu(hu: torch.Tensor, size: int) -> tuple[torch.Tensor, SliceGrid]:
+    """(D, H, W) HU of a canonical (slab-pooled) volume -> (D, size, size) HU at model size, rounded to whole HU,
+    and the grid. The one resizing step of training (which stores these HU as int16) and inference."""
+    grid = SliceGrid(int(hu.shape[1]), int(hu.shape[2]), size)
+    resized = torch.cat([grid.to_model(chunk[:, None].float(), fill=AIR_HU)[:, 0] for chunk in hu.split(16)])
+    return resized.round_().clamp_(-32768, 32767), grid
+
+
 def prepare_volume(hu: torch.Tensor, prep: Preprocessing, size: int) -> tuple[torch.Tensor, SliceGrid]:
     """(D, H, W) HU of a canonical volume -> windowed model-size slices (D, W, size, size) and the grid."""
-    grid = SliceGrid(int(hu.shape[1]), int(hu.shape[2]), size)
-    resized = torch.cat([grid.to_model(chunk[:, None].float())[:, 0] for chunk in hu.split(16)])
+    resized, grid = model_size_hu(hu, size)
     return apply_windows(resized, prep.windows), grid

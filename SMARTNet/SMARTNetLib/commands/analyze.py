@@ -106,6 +106,8 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             "explain": args.explain,
             "timing_s": {**timing, **analysis.timing},
             "warnings": analysis.warnings,
+            "familiarity": {"reconstruction_error": analysis.familiarity,
+                            "threshold": card.familiarity.get("threshold")},
             "files": files,
         }
         if args.report:

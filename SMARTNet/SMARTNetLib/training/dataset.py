@@ -17,7 +17,7 @@ import torch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised, RandShiftIntensityd
 
 from ..model_card import Preprocessing
-from ..preprocessing import AIR_HU, SliceGrid, apply_windows, pool_label_slabs, pool_slabs, slab_groups
+from ..preprocessing import apply_windows, model_size_hu, pool_label_slabs, pool_slabs, slab_groups
 from ..volume import read_ct, to_canonical
 from .datalist import Case, LabelInfo, read_label, to_classes
 
@@ -71,13 +71,12 @@ def preload(image: sitk.Image, labels: np.ndarray, size: int, name: str, slab_mm
     lab = torch.from_numpy(sitk.GetArrayFromImage(to_canonical(label_image)))
     values = [int(v) for v in torch.unique(lab) if v != 0]
     lab = pool_label_slabs(lab, groups, values).float()
-    grid = SliceGrid(int(hu.shape[1]), int(hu.shape[2]), size)
-    hu_small = torch.cat([grid.to_model(c[:, None], fill=AIR_HU)[:, 0] for c in hu.split(16)])
+    hu_small, grid = model_size_hu(hu, size)
     lab_small = torch.cat([grid.to_model(c[:, None], fill=0.0, mode="nearest")[:, 0] for c in lab.split(16)])
     body = np.flatnonzero((hu_small > BODY_HU).float().mean(dim=(1, 2)).numpy() > 0.02)
     if body.size == 0:
         body = np.arange(hu_small.shape[0])
-    return TrainingVolume(name, hu_small.round().clamp(-32768, 32767).to(torch.int16),
+    return TrainingVolume(name, hu_small.to(torch.int16),
                           lab_small.to(torch.uint8), body)
 
 
