@@ -14,9 +14,11 @@ from pathlib import Path
 from SMARTNetLib.models import BUNDLED_DIR, load_model, save_model
 
 DESCRIPTION = (
-    "SMART-Net hemorrhage model trained on SYNTHETIC data only (procedural heads and bleeds inserted into one "
-    "real normal head CT). Not for clinical use; not validated on real hemorrhage. Fine-tune it on your own "
-    "annotated scans (SMARTNetTraining module or `smartnet train --base-model smartnet-default`)."
+    "SMART-Net hemorrhage model trained on SYNTHETIC data only (procedural heads with hard-negative mimics and "
+    "scanner randomisation, and bleeds inserted into one real normal head CT). Measured on synthetic bleeds of a "
+    "second, independent generator and on one real normal head; not validated on real hemorrhage. Not for "
+    "clinical use. Fine-tune it on your own annotated scans (SMARTNetTraining module or "
+    "`smartnet train --base-model smartnet-default`)."
 )
 
 

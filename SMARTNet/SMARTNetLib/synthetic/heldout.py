@@ -16,7 +16,8 @@ module shares no code with the training generator (:mod:`.phantom`, :mod:`.bleed
 
 :func:`make_heldout_case` draws one case; :func:`insert_into_real_head` paints the same bleed shapes into the
 real InVesalius head (a second insertion method: threshold masks, no mass effect); :func:`real_head_variants`
-gives the real normal head at several rotations, fields of view and resolutions.
+gives the real normal head at several rotations, fields of view and resolutions; :func:`probe_volumes` gives
+inputs that are not head CT of the kind the model knows (for the input-familiarity check).
 """
 
 from __future__ import annotations
@@ -393,4 +394,36 @@ def real_head_variants() -> list[tuple[str, sitk.Image]]:
     out.append(("cropped field of view (upper 70%)", image[:, :, int(size[2] * 0.3):]))
     out.append(("cropped field of view (central 80% in-plane)", image[int(size[0] * 0.1):int(size[0] * 0.9),
                                                                       int(size[1] * 0.1):int(size[1] * 0.9), :]))
+    return out
+
+
+def probe_volumes() -> list[tuple[str, sitk.Image]]:
+    """Inputs that are not a head CT of the kind the model knows (for the familiarity check): an MR-like
+    contrast of the real head stored in HU, heavy noise, metal streaks, and a heavily blurred head."""
+    from .real_head import load_real_head
+
+    head = load_real_head()
+    if head is None:
+        return []
+    hu = sitk.GetArrayFromImage(head).astype(np.float32)
+    rng = np.random.default_rng(0)
+
+    def image(arr: np.ndarray) -> sitk.Image:
+        out = sitk.GetImageFromArray(np.clip(np.rint(arr), -1024, 3071).astype(np.int16))
+        out.CopyInformation(head)
+        return out
+
+    mr = np.select([hu < -300, hu > 300, hu < 18, hu < 33], [-1000.0, -600.0, -250.0, 420.0], 300.0)
+    mr = np.where((hu > -200) & (hu < -30), 700.0, mr)  # fat bright, as on T1
+    mr = ndimage.gaussian_filter(mr, 0.7) + rng.normal(0, 15, hu.shape)
+    out = [("MR-like contrast (real head, T1-like values)", image(mr)),
+           ("heavy noise (sd 90 HU)", image(hu + rng.normal(0, 90, hu.shape)))]
+    streaks = hu.copy()
+    jj, ii = np.mgrid[0:hu.shape[1], 0:hu.shape[2]].astype(np.float32)
+    for k in range(hu.shape[0] // 3, hu.shape[0]):
+        for ang in np.linspace(0, np.pi, 9)[:-1]:
+            dist = np.abs(np.cos(ang) * (jj - 150) - np.sin(ang) * (ii - 110))
+            streaks[k] += 400 * np.sin(ang * 7) * np.exp(-0.5 * (dist / 2.0) ** 2) * (hu[k] > -300)
+    out.append(("metal streaks", image(streaks)))
+    out.append(("heavy blur (8 mm)", image(ndimage.gaussian_filter(hu, (3, 8, 8)))))
     return out
