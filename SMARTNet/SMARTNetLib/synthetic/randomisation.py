@@ -161,8 +161,8 @@ def randomise_scanner(hu: np.ndarray, spacing: tuple[float, float, float], rng: 
     return done
 
 
-def real_head_warp(reference: sitk.Image, affine: sitk.AffineTransform, rng: np.random.Generator,
-                   center: np.ndarray) -> tuple[sitk.Transform, dict]:
+def real_head_warp(reference: sitk.Image, affine: sitk.AffineTransform,
+                   rng: np.random.Generator) -> tuple[sitk.Transform, dict]:
     """``affine`` (output -> host) with a random anisotropic scaling about the head and an elastic warp."""
     scale = rng.uniform(0.88, 1.12, size=3)
     matrix = np.array(affine.GetMatrix()).reshape(3, 3) @ np.diag(1 / scale)

@@ -209,7 +209,7 @@ def make_real_case(rng: np.random.Generator, size: str, subtypes: list[str], ext
     ref = geom.reference_image()
     transform: sitk.Transform = tx
     if extra is not None:
-        transform, warp = real_head_warp(ref, tx, extra, host.center)
+        transform, warp = real_head_warp(ref, tx, extra)
         randomised.update(warp)
     ct = sitk.Resample(src_ct, ref, transform, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
     label = sitk.Resample(src_lab, ref, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
