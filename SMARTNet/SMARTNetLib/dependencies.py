@@ -53,6 +53,7 @@ ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("scipy", "scipy", "1.10", provided_by_slicer=True),
     Requirement("matplotlib", "matplotlib", "3.7"),
     Requirement("vtk", "vtk", "9.3", provided_by_slicer=True),
+    Requirement("nibabel", "nibabel", "5"),
 )
 
 
