@@ -117,3 +117,24 @@ def test_synth_cli_randomised_with_workers_equals_one_process(tmp_path):
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "one" / entry["image"])))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "two" / entry["image"])))
         assert np.array_equal(a, b)
+
+
+def test_card_temperature_and_familiarity_threshold_are_applied(tiny_model):
+    """Probabilities are sigmoid(logit / T) with the card's temperature; the familiarity warning follows the
+    card's threshold."""
+    from SMARTNetLib.inference import Analyzer
+    from SMARTNetLib.models import load_model
+
+    model, card = load_model(tiny_model)
+    ct, _, _ = make_case(45, subtypes=["subdural"])
+    plain = Analyzer(model, card, torch.device("cpu")).analyze(ct, explain="none")
+    card.calibration, card.familiarity = {"temperature": 2.0}, {"threshold": plain.familiarity / 2}
+    scaled = Analyzer(model, card, torch.device("cpu")).analyze(ct, explain="none")
+
+    def logit(p: float) -> float:
+        return float(np.log(p / (1 - p)))
+
+    assert logit(scaled.ich_probability) == pytest.approx(logit(plain.ich_probability) / 2, rel=1e-4, abs=1e-5)
+    assert scaled.familiarity == plain.familiarity > 0
+    assert not any("unlike" in w for w in plain.warnings)
+    assert any("unlike the model's training data" in w for w in scaled.warnings)

@@ -146,7 +146,7 @@ class Analyzer:
         depth, context = windowed.shape[0], self.card.preprocessing.context_slices
         keep = ("cls", "seg", "features", "decoder", "deep", "stage")
         keep += () if self.model.reads_refined_segmentation else ("operator",)
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*keep, "rec_error")}
         skips: list[list[torch.Tensor]] = []
         with torch.inference_mode():
             for start in range(0, depth, self.batch_size):
@@ -155,7 +155,7 @@ class Analyzer:
                 out = self.model.forward_slices(x, reconstruct=True)
                 for k in keep:
                     parts[k].append(out[k].float().cpu())
-                parts.setdefault("rec_error", []).append(reconstruction_error(out["rec"].float(), x.float()).cpu())
+                parts["rec_error"].append(reconstruction_error(out["rec"].float(), x.float()).cpu())
                 if self.model.operator_inputs == "both":  # Grad-CAM reruns the decoder from these
                     skips.append([m.float().cpu() for m in out["skips"]])
                 progress(min(start + self.batch_size, depth) / depth)
