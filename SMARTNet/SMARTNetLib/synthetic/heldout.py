@@ -54,7 +54,6 @@ class HeldoutHead:
     """One head on the 1 mm grid: HU, label and the masks that bleeds are placed on."""
 
     def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
         z, y, x = _grid()
         s = rng.uniform(0.88, 1.08)
         a, b, c = 67 * s * rng.uniform(0.94, 1.06), 85 * s * rng.uniform(0.95, 1.05), 66 * s
@@ -165,7 +164,6 @@ class HeldoutHead:
         self.cavity, self.csf, self.vent, self.brain = cavity, csf, vent, brain & ~csf & ~vent
         self.label = np.zeros(z.shape, np.uint8)
         self.coords = (z, y, x)
-        self.axes = (a, b, c)
 
 
 def _blood_hu(rng: np.random.Generator, subtype: str) -> float:
