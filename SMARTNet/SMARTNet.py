@@ -1,14 +1,13 @@
 """SMART-Net intracranial hemorrhage analysis of head CT (3D Slicer scripted module).
 
-Thin on purpose: the engine runs in a child process (``PythonSlicer -m SMARTNetLib.cli analyze``), and
-everything that is not a Slicer call (command lines, events, result files, the table's contents, segment
-names and colours, dependency checks) lives in ``SMARTNetLib`` and is tested with pytest outside Slicer.
+Thin on purpose: the engine runs in a child process (``PythonSlicer -m SMARTNetLib.cli analyze``); what
+the module does with MRML lives in ``SMARTNetSlicerLib`` (tested on slicer-core in ``Testing/slicer``), and
+the rest (command lines, events, result files, the table's contents, segment names and colours,
+dependency checks) in ``SMARTNetLib``. This file keeps the Qt widget, dialogs, timers and installation.
 """
 
 import logging
 import os
-import shutil
-import time
 
 import qt
 import slicer
@@ -27,16 +26,10 @@ from slicer.util import VTKObservationMixin
 
 from SMARTNetLib import analysis_results, dependencies, engine_command
 from SMARTNetLib.classes import class_from_segment_name
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.process_runner import ProcessRunner
-
-# Node attributes that mark result nodes, so that re-running replaces them.
-ROLE_ATTRIBUTE = "SMARTNet.Role"
-INPUT_ATTRIBUTE = "SMARTNet.InputVolumeID"
-REPORT_ATTRIBUTE = "SMARTNet.Report"
-HEAT_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
-ACTIVATION_DISPLAY_THRESHOLD = 0.2  # heat below this is transparent in the slice views and in 3D
-
+from SMARTNetSlicerLib.analysis_logic import AnalysisLogic
+from SMARTNetSlicerLib.engine_session import EngineSession
+from SMARTNetSlicerLib.heat_colors import heatColorNode
+from SMARTNetSlicerLib.scene_context import ModuleLogics
 
 #
 # SMARTNet
@@ -88,7 +81,7 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._modelChoices = []
-        self._results = None  # dict of result nodes of the last run, see SMARTNetLogic.loadResults
+        self._results = None  # AnalysisNodes of the last run
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -232,9 +225,13 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 0
         self.ui.progressBar.visible = True
         self.ui.stageLabel.text = _("Starting...")
+        dicomSegFolder = None
+        if self.ui.dicomSegCheckBox.checked:
+            dicomSegFolder = os.path.join(slicer.util.tempDirectory("SMARTNet-DICOM-SEG"), "seg")
         with slicer.util.tryWithErrorDisplay(_("Failed to start the analysis."), waitCursor=True):
             self.logic.analyze(inputVolume, choice.value if choice else None, device,
-                               onEvent=self._onEngineEvent, onFinished=self._onAnalysisFinished)
+                               onEvent=self._onEngineEvent, onFinished=self._onAnalysisFinished,
+                               dicomSegFolder=dicomSegFolder)
         self._updateApplyButton()
 
     def _onEngineEvent(self, event) -> None:
@@ -264,12 +261,23 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._results = results
         self.ui.stageLabel.text = _("Done in {seconds:.1f} s.").format(seconds=outcome.elapsed_s)
-        self.ui.summaryLabel.text = analysis_results.summary_text(results["report"])
-        self.ui.resultsTableView.setMRMLTableNode(results["table"])
-        self.ui.show3DButton.setSegmentationNode(results["segmentation"])
+        self.ui.summaryLabel.text = analysis_results.summary_text(results.report)
+        self.ui.resultsTableView.setMRMLTableNode(results.table)
+        self.ui.show3DButton.setSegmentationNode(results.segmentation)
         self._setResultControlsEnabled(True)
         self.onActivationDisplayChanged()
         self.ui.activation3DCheckBox.checked = False
+        if results.dicomSeg:
+            self._importDicomSeg(results.dicomSeg)
+
+    def _importDicomSeg(self, path: str) -> None:
+        """Add the exported DICOM SEG to Slicer's DICOM database (the database keeps its own copy)."""
+        from DICOMLib import DICOMUtils
+
+        with slicer.util.tryWithErrorDisplay(_("Failed to add the DICOM SEG to the DICOM database."),
+                                             waitCursor=True):
+            DICOMUtils.importDicom(os.path.dirname(path), copyFiles=True)
+            self._log(_("DICOM SEG added to the DICOM database ({path}).").format(path=path))
 
     def _log(self, text: str) -> None:
         self.ui.logText.appendPlainText(text)
@@ -277,8 +285,8 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- results -----------------------------------------------------------------------------------
     def _setResultControlsEnabled(self, enabled: bool) -> None:
-        hasActivation = bool(enabled and self._results and self._results.get("activation"))
-        hasTarget = bool(enabled and self._results and self._results.get("largestFinding"))
+        hasActivation = bool(enabled and self._results and self._results.activation)
+        hasTarget = bool(enabled and self._results and self._results.largestFinding)
         self.ui.jumpButton.enabled = hasTarget
         self.ui.show3DButton.enabled = enabled
         for widget in (self.ui.showActivationCheckBox, self.ui.activationOpacitySlider, self.ui.activation3DCheckBox):
@@ -286,17 +294,17 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onJumpButton(self) -> None:
         if self._results:
-            self.logic.jumpToFinding(self._results["largestFinding"], self._results["inputVolume"])
+            self.logic.jumpToFinding(self._results.largestFinding, self._results.inputVolume)
 
     def onActivationDisplayChanged(self, *unused) -> None:
-        if self._results and self._results.get("activation"):
-            self.logic.showActivation(self._results["activation"], self.ui.showActivationCheckBox.checked,
+        if self._results and self._results.activation:
+            self.logic.showActivation(self._results.activation, self.ui.showActivationCheckBox.checked,
                                       self.ui.activationOpacitySlider.value)
 
     def onActivation3DToggled(self, checked) -> None:
-        if self._results and self._results.get("activation"):
+        if self._results and self._results.activation:
             with slicer.util.tryWithErrorDisplay(_("Failed to show the activation map in 3D."), waitCursor=True):
-                self.logic.showActivation3D(self._results["activation"], checked)
+                self.logic.showActivation3D(self._results.activation, checked)
 
 
 def fillModelSelector(selector, choices, errorMessage: str, wanted: str) -> None:
@@ -320,344 +328,100 @@ def fillModelSelector(selector, choices, errorMessage: str, wanted: str) -> None
 #
 
 
-class SMARTNetLogic(ScriptedLoadableModuleLogic):
-    """Runs the engine in a child process and turns its files into MRML nodes. Usable without the GUI."""
+def slicerModuleLogics() -> ModuleLogics:
+    """The application's scene and the module logics the SMART-Net logics use."""
+    return ModuleLogics(scene=slicer.mrmlScene, volumes=slicer.modules.volumes.logic(),
+                        segmentations=slicer.modules.segmentations.logic(),
+                        volumeRendering=slicer.modules.volumerendering.logic(), plots=slicer.modules.plots.logic())
 
-    TIMER_INTERVAL_MS = 100
 
-    def __init__(self) -> None:
+def dicomFileForInstance(instanceUID: str) -> str:
+    """The file of a DICOM instance in Slicer's DICOM database ("" when the database is not open)."""
+    database = getattr(slicer, "dicomDatabase", None)
+    return database.fileForInstance(instanceUID) if database is not None and database.isOpen else ""
+
+
+def newEngineSession(intervalMs: int = 100) -> EngineSession:
+    """An engine session polled by a QTimer on the GUI thread while a command runs."""
+    session = EngineSession(slicer.util.startupEnvironment())
+    timer = qt.QTimer()
+    timer.setInterval(intervalMs)
+
+    def tick():
+        if not session.poll():
+            timer.stop()
+
+    timer.connect("timeout()", tick)
+    session.onStarted = timer.start
+    session.timer = timer  # lives as long as the session
+    return session
+
+
+class SMARTNetLogic(ScriptedLoadableModuleLogic, AnalysisLogic):
+    """The module's logic: :class:`AnalysisLogic` on the application's scene, with the parameter node.
+
+    Everything it does with MRML is in ``SMARTNetSlicerLib.analysis_logic`` (tested on slicer-core)."""
+
+    def __init__(self, logics: ModuleLogics = None, session: EngineSession = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.runner = None
-        self.task = ""  # "models" or "analysis" while the engine runs
-        self._timer = qt.QTimer()
-        self._timer.setInterval(self.TIMER_INTERVAL_MS)
-        self._timer.connect("timeout()", self._drainEvents)
-        self._onEvent = None
-        self._onFinished = None
+        AnalysisLogic.__init__(self, logics or slicerModuleLogics(), session or newEngineSession(),
+                               fileForInstance=dicomFileForInstance)
 
     def getParameterNode(self):
         return SMARTNetParameterNode(super().getParameterNode())
 
-    @property
-    def busy(self) -> bool:
-        return self.runner is not None
-
-    @property
-    def analyzing(self) -> bool:
-        return self.runner is not None and self.task == "analysis"
-
-    # -- child process -----------------------------------------------------------------------------
-    @staticmethod
-    def engineParentDir() -> str:
-        """Folder that contains SMARTNetLib (this module's folder, in a source tree and when installed)."""
-        return os.path.dirname(os.path.abspath(__file__))
-
-    def startEngine(self, args, onEvent=None, onFinished=None, task="") -> ProcessRunner:
-        """Run ``args`` in Slicer's startup environment with SMARTNetLib importable; events go to ``onEvent``
-        on the GUI thread, ``onFinished(outcome)`` once the child ended."""
-        if self.busy:
-            raise RuntimeError(_("The engine is already running."))
-        env = engine_command.engine_environment(slicer.util.startupEnvironment(), self.engineParentDir())
-        logging.info(f"SMART-Net: running {' '.join(args)}")
-        self.runner = ProcessRunner(args, env=env).start()
-        self.task = task
-        self._onEvent, self._onFinished = onEvent, onFinished
-        self._timer.start()
-        return self.runner
-
-    def _drainEvents(self) -> None:
-        runner = self.runner
-        if runner is None:
-            self._timer.stop()
-            return
-        for event in runner.poll():
-            if self._onEvent and event["event"] != "exit":
-                self._onEvent(event)
-        if runner.finished:
-            self._timer.stop()
-            onFinished, self._onFinished, self._onEvent, self.runner = self._onFinished, None, None, None
-            self.task = ""
-            if onFinished:
-                onFinished(runner.outcome())
-
-    def cancel(self) -> None:
-        """Kill the running engine and its children (the rest happens when its exit event arrives)."""
-        if self.runner is not None:
-            self.runner.cancel()
-
-    def waitForCompletion(self, timeoutSeconds: float = 600.0) -> None:
-        """Process events until the engine finished (for tests and scripts)."""
-        deadline = time.monotonic() + timeoutSeconds
-        while self.busy:
-            if time.monotonic() > deadline:
-                self.cancel()
-                raise TimeoutError(f"SMART-Net analysis did not finish in {timeoutSeconds} s")
-            slicer.app.processEvents()
-            time.sleep(0.02)
-
-    @staticmethod
-    def pythonExecutable() -> str:
-        return engine_command.python_slicer_executable()
-
-    def listModels(self, onDone) -> None:
-        """``onDone(choices, errorMessage)`` with the models that ``smartnet models`` finds."""
-
-        def finished(outcome):
-            if outcome.succeeded:
-                onDone(engine_command.model_choices(outcome.result), "")
-            else:
-                onDone([], outcome.message)
-
-        if self.busy:
-            onDone([], _("the engine is busy"))
-            return
-        self.startEngine(engine_command.models_command(self.pythonExecutable()), onFinished=finished, task="models")
-
-    # -- dependencies ------------------------------------------------------------------------------
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Check the engine's packages in Slicer's Python; offer to install missing ones. True when ready."""
-        problems = dependencies.check()
-        if not problems:
-            return True
-        plan = dependencies.install_plan(problems)
-        if plan.unfixable:
-            packages = ", ".join(plan.unfixable)
-            slicer.util.errorDisplay(_("These packages that ship with Slicer are missing or too old: {packages}. "
-                                       "Please reinstall or update 3D Slicer.").format(packages=packages))
-            return False
-        testing = slicer.app.testingEnabled()
-        message = _("SMART-Net needs these Python packages in Slicer's Python:\n{problems}\n\n"
-                    "Install them now? This downloads several hundred MB and can take minutes.").format(
-            problems=dependencies.describe(problems))
-        if askConfirmation and not testing and not slicer.util.confirmOkCancelDisplay(message):
-            return False
-        restart = dependencies.restart_needed(problems)
-        with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages."), waitCursor=True):
-            if plan.torch:
-                self._installTorch(plan.torch)
-            if plan.pip:
-                slicer.util.pip_install(plan.pip)
-        remaining = dependencies.check()
-        if remaining:
-            slicer.util.errorDisplay(_("Still missing after installation:\n{problems}").format(
-                problems=dependencies.describe(remaining)))
-            return False
-        if restart and not testing:
-            if slicer.util.confirmYesNoDisplay(_("Packages that were already loaded were updated. 3D Slicer must "
-                                                 "restart before other modules can use them. Restart now?")):
-                slicer.util.restart()
-            return False
+        return ensureDependencies(askConfirmation)
+
+
+def ensureDependencies(askConfirmation: bool = True) -> bool:
+    """Check the engine's packages in Slicer's Python; offer to install missing ones. True when ready."""
+    problems = dependencies.check()
+    if not problems:
         return True
+    plan = dependencies.install_plan(problems)
+    if plan.unfixable:
+        packages = ", ".join(plan.unfixable)
+        slicer.util.errorDisplay(_("These packages that ship with Slicer are missing or too old: {packages}. "
+                                   "Please reinstall or update 3D Slicer.").format(packages=packages))
+        return False
+    testing = slicer.app.testingEnabled()
+    message = _("SMART-Net needs these Python packages in Slicer's Python:\n{problems}\n\n"
+                "Install them now? This downloads several hundred MB and can take minutes.").format(
+        problems=dependencies.describe(problems))
+    if askConfirmation and not testing and not slicer.util.confirmOkCancelDisplay(message):
+        return False
+    restart = dependencies.restart_needed(problems)
+    with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages."), waitCursor=True):
+        if plan.torch:
+            _installTorch(plan.torch)
+        if plan.pip:
+            slicer.util.pip_install(plan.pip)
+    remaining = dependencies.check()
+    if remaining:
+        slicer.util.errorDisplay(_("Still missing after installation:\n{problems}").format(
+            problems=dependencies.describe(remaining)))
+        return False
+    if restart and not testing:
+        if slicer.util.confirmYesNoDisplay(_("Packages that were already loaded were updated. 3D Slicer must "
+                                             "restart before other modules can use them. Restart now?")):
+            slicer.util.restart()
+        return False
+    return True
 
-    @staticmethod
-    def _installTorch(spec: str) -> None:
-        """torch through the PyTorch extension (right CUDA build for the driver), pip without it."""
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            logging.info("PyTorch extension not installed; installing torch with pip")
-            slicer.util.pip_install(spec)
-            return
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=dependencies.torch_version_requirement(spec))
-        if torch is None:
-            raise RuntimeError(_("PyTorch was not installed."))
 
-    # -- analysis ----------------------------------------------------------------------------------
-    def analyze(self, inputVolume, model=None, device="auto", onEvent=None, onFinished=None) -> None:
-        """Write the volume to a temp folder and start the engine on it; returns at once.
-
-        ``onFinished(outcome, results, errorMessage)``: ``results`` is the dict of :meth:`loadResults`
-        (None on failure); the temp folder is removed in every case.
-        """
-        if inputVolume is None:
-            raise ValueError(_("Select an input volume."))
-        tempDir = slicer.util.tempDirectory("SMARTNet")
-        try:
-            inputPath = os.path.join(tempDir, "input.nrrd")
-            self.writeVolume(inputVolume, inputPath)
-            outputDir = os.path.join(tempDir, "output")
-            args = engine_command.analyze_command(self.pythonExecutable(), inputPath, outputDir, model, device)
-            inputVolumeID = inputVolume.GetID()
-
-            def finished(outcome):
-                results, error = None, ""
-                try:
-                    if outcome.succeeded:
-                        results = self.loadResults(slicer.mrmlScene.GetNodeByID(inputVolumeID), outcome.result)
-                    elif outcome.status != "cancelled":
-                        error = outcome.message
-                except Exception as err:  # shown to the user; the GUI must leave its running state
-                    error = str(err)
-                    logging.exception("SMART-Net: loading results failed")
-                finally:
-                    shutil.rmtree(tempDir, ignore_errors=True)
-                if onFinished:
-                    onFinished(outcome, results, error)
-
-            self.startEngine(args, onEvent=onEvent, onFinished=finished, task="analysis")
-        except Exception:
-            shutil.rmtree(tempDir, ignore_errors=True)
-            raise
-
-    @staticmethod
-    def writeVolume(volumeNode, path: str) -> None:
-        """Write through a temporary storage node, so that the node's own storage keeps its file name."""
-        storageNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-        try:
-            storageNode.SetFileName(path)
-            storageNode.UseCompressionOff()
-            if not storageNode.WriteData(volumeNode):
-                raise RuntimeError(_("Could not write the input volume to {path}").format(path=path))
-        finally:
-            slicer.mrmlScene.RemoveNode(storageNode)
-
-    def loadResults(self, inputVolume, resultEvent) -> dict:
-        """Segmentation, table and activation nodes from the engine's output; replaces earlier results."""
-        if inputVolume is None:
-            raise ValueError(_("The input volume was removed during the analysis."))
-        case = analysis_results.case_from_result(resultEvent)
-        report = analysis_results.read_report(case.report)
-        files = analysis_results.result_files(case.output_dir, report)
-        if files.segmentation is None:
-            raise SmartNetError("the engine wrote no segmentation", case.output_dir)
-        self.removeResults(inputVolume)
-        baseName = inputVolume.GetName()
-        segmentation = self._loadSegmentation(files.segmentation, report, inputVolume, f"{baseName} hemorrhage")
-        table = self._createTable(report, f"{baseName} SMART-Net results")
-        activation = None
-        if files.activation:
-            activation = slicer.util.loadVolume(files.activation, {"name": f"{baseName} activation", "show": False})
-            self._setUpActivationDisplay(activation)
-        for role, node in (("segmentation", segmentation), ("table", table), ("activation", activation)):
-            if node is not None:
-                self._markResult(node, role, inputVolume)
-        return {"inputVolume": inputVolume, "segmentation": segmentation, "table": table, "activation": activation,
-                "report": report, "largestFinding": analysis_results.largest_finding(report)}
-
-    def _markResult(self, node, role: str, inputVolume) -> None:
-        node.SetAttribute(ROLE_ATTRIBUTE, role)
-        node.SetAttribute(INPUT_ATTRIBUTE, inputVolume.GetID())
-        # Results follow the input volume: same transform, same place in the subject hierarchy.
-        if hasattr(node, "SetAndObserveTransformNodeID"):
-            node.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        parentItem = shNode.GetItemParent(shNode.GetItemByDataNode(inputVolume))
-        shNode.SetItemParent(shNode.GetItemByDataNode(node), parentItem)
-
-    def resultNodes(self, inputVolume) -> list:
-        """Nodes made by earlier runs on ``inputVolume``."""
-        found = []
-        for className in ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLScalarVolumeNode"):
-            for node in slicer.util.getNodesByClass(className):
-                if node.GetAttribute(INPUT_ATTRIBUTE) == inputVolume.GetID() and node.GetAttribute(ROLE_ATTRIBUTE):
-                    found.append(node)
-        return found
-
-    def removeResults(self, inputVolume) -> None:
-        """Remove the previous results of ``inputVolume`` with their display, storage and rendering nodes."""
-        for node in self.resultNodes(inputVolume):
-            helpers = []
-            # the findings table is a storable node, not a displayable one: it has no display nodes
-            displayNodes = node.GetNumberOfDisplayNodes() if node.IsA("vtkMRMLDisplayableNode") else 0
-            for i in range(displayNodes):
-                displayNode = node.GetNthDisplayNode(i)
-                if displayNode is None:
-                    continue
-                helpers.append(displayNode)
-                if displayNode.IsA("vtkMRMLVolumeRenderingDisplayNode") and displayNode.GetVolumePropertyNode():
-                    helpers.append(displayNode.GetVolumePropertyNode())
-            if node.GetStorageNode():
-                helpers.append(node.GetStorageNode())
-            slicer.mrmlScene.RemoveNode(node)
-            for helper in helpers:
-                if helper.GetScene():
-                    slicer.mrmlScene.RemoveNode(helper)
-
-    def _loadSegmentation(self, path: str, report: dict, inputVolume, name: str):
-        segmentationNode = slicer.util.loadSegmentation(path, {"name": name})
-        segmentation = segmentationNode.GetSegmentation()
-        segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-        names = [segmentation.GetSegment(segmentId).GetName() for segmentId in segmentIds]
-        for segmentId, plan in zip(segmentIds, analysis_results.segment_plan(report, names)):
-            if not plan.keep:
-                segmentation.RemoveSegment(segmentId)
-                continue
-            segment = segmentation.GetSegment(segmentId)
-            segment.SetName(plan.name)
-            segment.SetColor(*plan.color)
-            if plan.terminology:
-                segment.SetTag(segment.GetTerminologyEntryTagName(), plan.terminology)
-        # Needed for DICOM SEG export, and so that editing happens on the CT's grid.
-        segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(),
-                                            inputVolume.GetID())
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-        return segmentationNode
-
-    @staticmethod
-    def _createTable(report: dict, name: str):
-        header, rows = analysis_results.findings_table(report)
-        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        for title in header:
-            column = vtk.vtkStringArray()
-            column.SetName(title)
-            tableNode.AddColumn(column)
-        for row in rows:
-            rowIndex = tableNode.AddEmptyRow()
-            for columnIndex, text in enumerate(row):
-                tableNode.SetCellText(rowIndex, columnIndex, text)
-        tableNode.SetAttribute(REPORT_ATTRIBUTE, report.get("input", ""))
-        return tableNode
-
-    @staticmethod
-    def _heatColorNodeID() -> str:
-        for nodeID in HEAT_COLOR_NODE_IDS:
-            if slicer.mrmlScene.GetNodeByID(nodeID):
-                return nodeID
-        return "vtkMRMLColorTableNodeRainbow"
-
-    def _setUpActivationDisplay(self, activation) -> None:
-        displayNode = activation.GetDisplayNode()
-        if displayNode is None:
-            activation.CreateDefaultDisplayNodes()
-            displayNode = activation.GetDisplayNode()
-        displayNode.SetAndObserveColorNodeID(self._heatColorNodeID())
-        displayNode.SetAutoWindowLevel(0)
-        displayNode.SetWindowLevelMinMax(0.0, 1.0)
-        displayNode.SetAutoThreshold(0)
-        displayNode.SetThreshold(ACTIVATION_DISPLAY_THRESHOLD, 1.0)
-        displayNode.SetApplyThreshold(1)
-
-    @staticmethod
-    def showActivation(activation, visible: bool, opacity: float) -> None:
-        """Heat map as the foreground layer of every slice view (or hidden)."""
-        slicer.util.setSliceViewerLayers(foreground=activation if visible else None, foregroundOpacity=opacity)
-
-    @staticmethod
-    def showActivation3D(activation, visible: bool) -> None:
-        """Volume rendering of the heat map with the slice views' colours and threshold."""
-        volRenLogic = slicer.modules.volumerendering.logic()
-        displayNode = volRenLogic.GetFirstVolumeRenderingDisplayNode(activation)
-        if displayNode is None:
-            if not visible:
-                return
-            displayNode = volRenLogic.CreateDefaultVolumeRenderingNodes(activation)
-            volRenLogic.CopyDisplayToVolumeRenderingDisplayNode(displayNode)
-        displayNode.SetVisibility(visible)
-
-    @staticmethod
-    def jumpToFinding(finding, inputVolume=None) -> None:
-        """Center every slice view on the finding's centroid (in world coordinates)."""
-        if finding is None or finding.centroid_ras is None:
-            return
-        position = list(finding.centroid_ras)
-        if inputVolume is not None and inputVolume.GetParentTransformNode():
-            world = [0.0, 0.0, 0.0]
-            inputVolume.TransformPointToWorld(position, world)
-            position = world
-        for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
-            sliceNode.JumpSliceByCentering(*position)
-
+def _installTorch(spec: str) -> None:
+    """torch through the PyTorch extension (right CUDA build for the driver), pip without it."""
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError:
+        logging.info("PyTorch extension not installed; installing torch with pip")
+        slicer.util.pip_install(spec)
+        return
+    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=dependencies.torch_version_requirement(spec))
+    if torch is None:
+        raise RuntimeError(_("PyTorch was not installed."))
 
 #
 # SMARTNetTest
@@ -713,9 +477,9 @@ class SMARTNetTest(ScriptedLoadableModuleTest):
             self.assertEqual(error, "", f"analysis failed: {error} {outcome.stderr_tail}")
             self.assertTrue(outcome.succeeded)
         self.assertTrue(any(e["event"] == "progress" for e in events))
-        self.assertEqual(len(logic.resultNodes(volume)), 3 if results["activation"] else 2)
+        self.assertEqual(len(logic.resultNodes(volume)), len(results.nodes()))
 
-        segmentation = results["segmentation"]
+        segmentation = results.segmentation
         self.assertEqual(segmentation.GetNodeReferenceID(segmentation.GetReferenceImageGeometryReferenceRole()),
                          volume.GetID())
         geometry = segmentation.GetSegmentation().GetConversionParameter(
@@ -735,13 +499,13 @@ class SMARTNetTest(ScriptedLoadableModuleTest):
             name = segments.GetNthSegment(index).GetName()
             self.assertIsNotNone(class_from_segment_name(name), name)
 
-        table = results["table"]
+        table = results.table
         self.assertEqual(table.GetNumberOfColumns(), 3)
         self.assertEqual(table.GetCellText(0, 0), "Intracranial hemorrhage (any)")
         modelRow = [r for r in range(table.GetNumberOfRows()) if table.GetCellText(r, 0) == "Model"]
-        self.assertEqual(table.GetCellText(modelRow[0], 1), results["report"]["model"]["name"])
+        self.assertEqual(table.GetCellText(modelRow[0], 1), results.report["model"]["name"])
 
-        activation = results["activation"]
+        activation = results.activation
         self.assertIsNotNone(activation, "the engine wrote no activation map")
         self.assertEqual(activation.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
         for a, b in zip(activation.GetSpacing(), volume.GetSpacing()):
@@ -751,7 +515,7 @@ class SMARTNetTest(ScriptedLoadableModuleTest):
         low, high = activation.GetImageData().GetScalarRange()
         self.assertGreaterEqual(low, 0.0)
         self.assertLessEqual(high, 1.0 + 1e-6)
-        self.assertIn(activation.GetDisplayNode().GetColorNodeID(), HEAT_COLOR_NODE_IDS)
+        self.assertEqual(activation.GetDisplayNode().GetColorNodeID(), heatColorNode(slicer.mrmlScene).GetID())
 
         logic.showActivation(activation, True, 0.4)
         compositeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
@@ -759,7 +523,7 @@ class SMARTNetTest(ScriptedLoadableModuleTest):
             self.assertEqual(compositeNode.GetForegroundVolumeID(), activation.GetID())
         logic.showActivation3D(activation, True)
         self.assertIsNotNone(slicer.modules.volumerendering.logic().GetFirstVolumeRenderingDisplayNode(activation))
-        logic.jumpToFinding(results["largestFinding"], volume)
+        logic.jumpToFinding(results.largestFinding, volume)
         logic.removeResults(volume)
         self.assertEqual(logic.resultNodes(volume), [])
         self.delayDisplay("Test passed")

@@ -1,14 +1,13 @@
 """SMART-Net training: fine-tune a SMART-Net model on your own segmented head CTs (3D Slicer scripted module).
 
-Thin on purpose: the training set, the command lines, the progress/curves/ETA, the messages and the model
-registration live in ``SMARTNetLib`` (``training_set``, ``training_command``, ``model_registry``) and are
-tested with pytest outside Slicer. Running the engine in a child process (timer, cancel, dependency check,
-``PythonSlicer`` discovery, model list) is inherited from the SMARTNet module's logic.
+Thin on purpose: what the module does with MRML (cases from the scene, their export, the train and register
+runs, the curves chart) lives in ``SMARTNetSlicerLib.training_logic`` and is tested on slicer-core; the
+training set, command lines, progress/curves/ETA and model registration live in ``SMARTNetLib``. The engine
+session (timer, cancel) and the dependency check come from the SMARTNet module by composition.
 """
 
 import logging
 import os
-import shutil
 
 import numpy as np
 import qt
@@ -19,20 +18,15 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
 
-from SMARTNet import SMARTNetLogic, fillModelSelector
+from SMARTNet import ensureDependencies, fillModelSelector, newEngineSession, slicerModuleLogics
 from SMARTNetLib import engine_command, model_registry, training_command, training_set
-from SMARTNetLib.models import smartnet_home
-
-CHART_COLUMNS = (("train_loss", _("Training loss"), (0.8, 0.3, 0.1)),
-                 ("val_dice", _("Validation Dice"), (0.0, 0.45, 0.7)),
-                 ("val_auc", _("Validation AUC"), (0.0, 0.62, 0.45)))
-ROLE_ATTRIBUTE = "SMARTNetTraining.Role"
-
+from SMARTNetSlicerLib.training_logic import TrainingLogic
 
 #
 # SMARTNetTraining
@@ -408,117 +402,25 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class SMARTNetTrainingLogic(SMARTNetLogic):
-    """Training set from scene nodes, case export, the train/register runs and the live chart. No GUI needed."""
+class SMARTNetTrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
+    """The module's logic: :class:`TrainingLogic` on the application's scene, with the parameter node.
 
-    def __init__(self) -> None:
-        SMARTNetLogic.__init__(self)
-        self.chart = None  # (table, chart) nodes of the live curves
+    Its own engine session (training runs beside an analysis); the MRML work is in
+    ``SMARTNetSlicerLib.training_logic`` (tested on slicer-core)."""
+
+    def __init__(self, logics=None, session=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        TrainingLogic.__init__(self, logics or slicerModuleLogics(), session or newEngineSession())
 
     def getParameterNode(self):
-        return SMARTNetTrainingParameterNode(super(SMARTNetLogic, self).getParameterNode())
+        return SMARTNetTrainingParameterNode(super().getParameterNode())
 
-    # -- cases from the scene ----------------------------------------------------------------------
-    @staticmethod
-    def caseFromNodes(volume, segmentation) -> training_set.TrainingCase:
-        segments = []
-        seg = segmentation.GetSegmentation()
-        for index in range(seg.GetNumberOfSegments()):
-            segmentId = seg.GetNthSegmentID(index)
-            segment = seg.GetSegment(segmentId)
-            segments.append(training_set.segment_info(segmentId, segment.GetName(), segment.GetTerminology()))
-        return training_set.TrainingCase(volume.GetName(), volume_id=volume.GetID(),
-                                         segmentation_id=segmentation.GetID(), segments=segments)
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        return ensureDependencies(askConfirmation)
 
-    @staticmethod
-    def loadedPairs() -> list:
-        """(volume, segmentation) pairs: each segmentation with the volume of its reference geometry."""
-        pairs = []
-        for segmentation in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
-            volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
-            if volume is not None and volume.IsA("vtkMRMLScalarVolumeNode") and not volume.IsA(
-                    "vtkMRMLLabelMapVolumeNode"):
-                pairs.append((volume, segmentation))
-        return pairs
-
-    @staticmethod
-    def caseProblem(case) -> str:
-        """Why a case cannot be used (missing node or file, segmentation outside its volume), or ""."""
-        if not case.from_scene:
-            if not os.path.exists(case.image) or (case.label and not os.path.exists(case.label)):
-                return _("file not found")
-            return ""
-        volume = slicer.mrmlScene.GetNodeByID(case.volume_id)
-        segmentation = slicer.mrmlScene.GetNodeByID(case.segmentation_id)
-        if volume is None or segmentation is None:
-            return _("volume or segmentation removed from the scene")
-        if volume.GetImageData() is None:
-            return _("the volume has no voxels")
-        ijkToRas = vtk_matrix_to_list(volume.GetIJKToRASMatrix)
-        bounds = [1.0, -1.0, 1.0, -1.0, 1.0, -1.0]
-        segmentation.GetSegmentation().GetBounds(bounds)
-        return training_set.coverage_problem(ijkToRas, volume.GetImageData().GetDimensions(), bounds) or ""
-
-    # -- files -------------------------------------------------------------------------------------
-    @staticmethod
-    def workFolder(modelName: str) -> str:
-        return os.path.join(str(smartnet_home()), "training", modelName)
-
-    @staticmethod
-    def canResume(workFolder: str) -> bool:
-        return bool(workFolder) and os.path.isfile(os.path.join(workFolder, "model", "checkpoints", "last.pt"))
-
-    def exportCases(self, cases, folder: str) -> list:
-        """(image, label) files of every case: scene cases written to ``folder`` (CT + one segment per type)."""
-        pairs = []
-        stems = training_set.file_stems(c.name for c in cases.cases)
-        for case, stem in zip(cases.cases, stems):
-            if not case.from_scene:
-                pairs.append((case.image, case.label or None))
-                continue
-            volume = slicer.mrmlScene.GetNodeByID(case.volume_id)
-            segmentation = slicer.mrmlScene.GetNodeByID(case.segmentation_id)
-            masks = {}
-            for segment in case.mapped_segments:
-                mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment.segment_id, volume) > 0
-                masks[segment.subtype] = masks[segment.subtype] | mask if segment.subtype in masks else mask
-            ct = np.array(slicer.util.arrayFromVolume(volume), copy=True)
-            pairs.append(training_set.export_case(folder, stem, ct, vtk_matrix_to_list(volume.GetIJKToRASMatrix),
-                                                  masks))
-        return pairs
-
-    def prepareWorkFolder(self, cases, workFolder: str) -> str:
-        """A fresh work folder with ``cases/`` and ``datalist.json``; returns the datalist's path."""
-        shutil.rmtree(workFolder, ignore_errors=True)
-        pairs = self.exportCases(cases, os.path.join(workFolder, "cases"))
-        return str(training_set.write_datalist(workFolder, pairs))
-
-    def saveProject(self, cases, folder: str) -> str:
-        """Scene cases written to ``folder/cases``; ``training_set.json`` lists every case as files."""
-        pairs = self.exportCases(cases, os.path.join(folder, "cases"))
-        saved = training_set.TrainingSet([training_set.file_case(image, label) for image, label in pairs])
-        for new, old in zip(saved.cases, cases.cases):
-            new.name = old.name
-        return str(saved.save(folder))
-
-    # -- runs --------------------------------------------------------------------------------------
-    def train(self, options, onEvent=None, onFinished=None) -> None:
-        """Start ``smartnet train`` (returns at once); ``onFinished(outcome)`` when it ended."""
-        args = training_command.train_command(self.pythonExecutable(), options)
-        self.startEngine(args, onEvent=onEvent, onFinished=onFinished, task="training")
-
-    def register(self, options, caseNames, overwrite: bool, onFinished=None) -> None:
-        """Start ``smartnet register``: base and new model on the validation cases, copy to the user models."""
-        args = [options.output, "--name", options.name, "--datalist", options.datalist, "--val-split",
-                repr(float(options.val_split)), "--seed", str(options.seed), "--device", options.device]
-        if options.base_model:
-            args += ["--base-model", options.base_model]
-        for name in caseNames:
-            args += ["--case", name]
-        if overwrite:
-            args.append("--overwrite")
-        command = engine_command.cli_command(self.pythonExecutable(), "register", *args)
-        self.startEngine(command, onFinished=onFinished, task="register")
+    @property
+    def task(self) -> str:
+        return self.session.task
 
     @staticmethod
     def notifyModelsChanged() -> None:
@@ -532,48 +434,6 @@ class SMARTNetTrainingLogic(SMARTNetLogic):
             qt.QTimer.singleShot(2000, SMARTNetTrainingLogic.notifyModelsChanged)  # after its current run
             return
         widget.refreshModels()
-
-    # -- chart -------------------------------------------------------------------------------------
-    def showChart(self, curves) -> None:
-        """Create (or reuse) the curves' table, series and chart, and show the chart in the view layout."""
-        table = self.chart[0] if self.chart and self.chart[0].GetScene() else None
-        chart = self.chart[1] if self.chart and self.chart[1].GetScene() else None
-        if table is None:
-            table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", _("SMART-Net training curves"))
-            table.SetAttribute(ROLE_ATTRIBUTE, "curves")
-        self.updateChart(curves, table)
-        if chart is None:
-            chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", _("SMART-Net training"))
-            chart.SetTitle(_("SMART-Net training"))
-            chart.SetXAxisTitle(_("Epoch"))
-            chart.SetYAxisTitle(_("Loss / Dice / AUC"))
-            for column, title, color in CHART_COLUMNS:
-                series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", title)
-                series.SetAndObserveTableNodeID(table.GetID())
-                series.SetXColumnName("epoch")
-                series.SetYColumnName(column)
-                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-                series.SetColor(*color)
-                chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        self.chart = (table, chart)
-        slicer.modules.plots.logic().ShowChartInLayout(chart)
-
-    def updateChart(self, curves, table=None) -> None:
-        table = table or (self.chart[0] if self.chart else None)
-        if table is None:
-            return
-        columns = curves.columns()
-        names = ["epoch", *(c for c, _title, _color in CHART_COLUMNS)]
-        slicer.util.updateTableFromArray(table, [np.asarray(columns[n], dtype=float) for n in names], names)
-
-
-def vtk_matrix_to_list(getter) -> list:
-    """A 4x4 matrix from a VTK getter that fills a vtkMatrix4x4 (e.g. ``volume.GetIJKToRASMatrix``)."""
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    getter(matrix)
-    return [[matrix.GetElement(row, column) for column in range(4)] for row in range(4)]
 
 
 #

@@ -22,6 +22,7 @@ from SMARTNetLib.analysis_results import (
     segment_plan,
     summary_text,
     terminology_string,
+    verify_files,
 )
 from SMARTNetLib.classes import HEMORRHAGE, SUBTYPES, get_class
 from SMARTNetLib.errors import SmartNetError
@@ -193,3 +194,20 @@ def test_progress_and_summary_text():
     text = summary_text(make_report())
     assert "0.931" in text and "Subdural (SDH) 31.5 mL" in text and "Warning: spacing 5 mm is coarse" in text
     assert "No hemorrhage" in summary_text(make_report(findings={}))
+
+
+def test_engine_checksums_catch_a_damaged_file(tmp_path, ct_file, tiny_model):
+    """``report.json`` lists each output's SHA-256; a truncated file is named before any reader sees it."""
+    from conftest import run_cli
+
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(ct_file), "--output-dir", str(out), "--model", str(tiny_model), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    report = read_report(out / "report.json")
+    assert set(report["sha256"]) == {"segmentation.seg.nrrd", "activation.nrrd"}
+    verify_files(out, report)
+    verify_files(out, {k: v for k, v in report.items() if k != "sha256"})  # reports from before checksums
+    damaged = out / "activation.nrrd"
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    with pytest.raises(SmartNetError, match=r"activation\.nrrd: file is damaged"):
+        verify_files(out, report)

@@ -31,7 +31,7 @@ def write_dicom_series(image: sitk.Image, folder: Path) -> Path:
         s = image[:, :, k]
         tags = {
             "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0020|000e": series_uid,
-            "0020|000d": series_uid + ".0", "0010|0010": "Test^Phantom",
+            "0020|000d": series_uid + ".0", "0020|0052": series_uid + ".9", "0010|0010": "Test^Phantom",
             "0020|0037": "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6],
                                                          direction[1], direction[4], direction[7])),
             "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),

@@ -60,11 +60,12 @@ def test_module_cmake_lists_every_engine_file(tmp_path):
 
     scripts = set((out / "SMARTNet.scripts").read_text().split())
     resources = set((out / "SMARTNet.resources").read_text().split())
-    engine_py = {p.relative_to(MODULE).as_posix() for p in (MODULE / "SMARTNetLib").rglob("*.py")
-                 if "__pycache__" not in p.parts}
+    engine_py = {p.relative_to(MODULE).as_posix() for lib in ("SMARTNetLib", "SMARTNetSlicerLib")
+                 for p in (MODULE / lib).rglob("*.py") if "__pycache__" not in p.parts}
     assert "SMARTNet.py" in scripts
     assert engine_py <= scripts
-    assert {"SMARTNetLib/process_runner.py", "SMARTNetLib/cli.py", "SMARTNetLib/commands/__init__.py"} <= scripts
+    assert {"SMARTNetLib/process_runner.py", "SMARTNetLib/cli.py", "SMARTNetLib/commands/__init__.py",
+            "SMARTNetSlicerLib/analysis_logic.py"} <= scripts
     assert {"Resources/UI/SMARTNet.ui", "Resources/Icons/SMARTNet.png"} <= resources
     assert not any(r.endswith((".py", ".pyc")) for r in resources)
     bundled = {p.relative_to(MODULE).as_posix() for p in (MODULE / "SMARTNetLib" / "bundled_models").rglob("*")
@@ -84,6 +85,11 @@ def test_top_level_cmake_has_extension_metadata():
     assert "add_subdirectory(SMARTNet)" in text and "add_subdirectory(SMARTNetTraining)" in text
     assert "include(${Slicer_EXTENSION_GENERATE_CONFIG})" in text and "include(${Slicer_EXTENSION_CPACK})" in text
     assert (ROOT / "Resources" / "Icons" / "SMARTNet.png").is_file()
+    import re
+
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()
+    assert urls and all((ROOT / url.split("/main/", 1)[1]).is_file() for url in urls), urls
+    assert "PLACEHOLDERS" in text  # the URLs are not live until the repository is published; say so
 
 
 def test_ui_file_names_every_widget_the_module_uses():

@@ -170,3 +170,20 @@ def test_label_coverage_problem_on_files(tmp_path):
                          {"subdural": sitk.GetArrayFromImage(label) == 5})
     assert label_coverage_problem(tmp_path / "ct.nrrd", seg) is None
     assert get_class("subdural").label_value == 5
+
+
+def test_coverage_of_content_on_an_oblique_grid():
+    """A full-grid segment on an oblique volume is inside it; its world-axis box is not."""
+    angle = np.radians(15)
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    ijk_to_ras[:3, 3] = (5, -7, 3)
+    dims = (40, 30, 10)
+    extent = [0, 39, 0, 29, 0, 9]
+    assert coverage_problem(ijk_to_ras, dims, extent, content_ijk_to_world=ijk_to_ras) is None
+    corners = np.array([[i, j, k, 1] for i in extent[:2] for j in extent[2:4] for k in extent[4:]]) @ ijk_to_ras.T
+    box = [v for axis in range(3) for v in (corners[:, axis].min(), corners[:, axis].max())]
+    assert "beyond its volume" in coverage_problem(ijk_to_ras, dims, box)  # why the extent form exists
+    shifted = ijk_to_ras.copy()
+    shifted[:3, 3] += ijk_to_ras[:3, 1] * 10  # ten voxels along J
+    assert "axis J" in coverage_problem(ijk_to_ras, dims, extent, content_ijk_to_world=shifted)

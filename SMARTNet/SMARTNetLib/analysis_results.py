@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -119,6 +120,21 @@ def result_files(output_dir: str | Path, report: Mapping[str, Any]) -> ResultFil
         return str(path) if path.is_file() else None
 
     return ResultFiles(str(Path(output_dir) / names["report"]), existing("segmentation"), existing("activation"))
+
+
+def verify_files(output_dir: str | Path, report: Mapping[str, Any]) -> None:
+    """Raise :class:`SmartNetError` naming the first file whose SHA-256 differs from the report's (reports
+    written before checksums existed have none to check)."""
+    for name, expected in (report.get("sha256") or {}).items():
+        path = Path(output_dir) / name
+        if not path.is_file():
+            continue  # absence is handled by result_files
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise SmartNetError("file is damaged or was changed after the analysis (checksum mismatch)", path)
 
 
 def findings(report: Mapping[str, Any]) -> list[Finding]:

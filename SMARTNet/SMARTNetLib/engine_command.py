@@ -63,11 +63,14 @@ def cli_command(python: str, command: str, *args: str) -> list[str]:
 
 
 def analyze_command(python: str, input_path: str, output_dir: str, model: str | None = None,
-                    device: str = "auto", explain: str | None = None) -> list[str]:
-    """The ``smartnet analyze`` command line of one Slicer run (report and heat map included)."""
+                    device: str = "auto", explain: str | None = None, output_format: str | None = None) -> list[str]:
+    """The ``smartnet analyze`` command line of one Slicer run (report and heat map included);
+    ``output_format="dicom-seg"`` for a DICOM folder input adds a DICOM SEG."""
     if device not in {d for d, _ in DEVICES}:
         raise ValueError(f"unknown device {device!r}; expected one of {', '.join(d for d, _ in DEVICES)}")
     args = [str(input_path), "--output-dir", str(output_dir), "--device", device]
+    if output_format:
+        args += ["--format", output_format]
     if model:
         args += ["--model", str(model)]
     if explain:

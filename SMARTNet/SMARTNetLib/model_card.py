@@ -96,6 +96,9 @@ class Preprocessing:
         return len(self.windows) * (2 * self.context_slices + 1)
 
 
+REQUIRED_CARD_KEYS = ("name", "version", "classes", "architecture")  # every card this project wrote has them
+
+
 @dataclass
 class ModelCard:
     """Contents of ``model.json``."""
@@ -149,6 +152,11 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        missing = [k for k in REQUIRED_CARD_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}")
         version = data.get("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
             raise ValueError(f"card format {version} is newer than this engine supports ({FORMAT_VERSION})")
@@ -167,5 +175,5 @@ class ModelCard:
             raise SmartNetError(f"not a model folder: no {CARD_FILE}", folder)
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
             raise SmartNetError(f"invalid model card: {err}", path) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,8 +97,13 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     if not weights.is_file():
         raise SmartNetError(f"model folder has no {WEIGHTS_FILE}", folder)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign files raise many kinds of errors
+        if "Weights only load failed" in str(err):
+            raise SmartNetError("refused: the file holds Python objects other than tensors (pickled code could run); "
+                                "only plain state dicts are loaded", weights) from None
         raise SmartNetError(f"cannot load weights: {str(err).splitlines()[0][:150]}", weights) from None
     if not isinstance(state, dict):
         raise SmartNetError("weights file is not a state_dict", weights)

@@ -6,6 +6,7 @@ into place only when every file is complete, so a failed or interrupted run leav
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from .classes import HemorrhageClass
 
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 REPORT_FILE = "report.json"
+DICOM_SEG_FILE = "segmentation.dcm"
 LABELS_NIFTI_FILE = "labels.nii.gz"
 
 
@@ -56,6 +58,15 @@ def write_segmentation(path: Path, labels: sitk.Image, classes: list[HemorrhageC
 
 def write_image(path: Path, image: sitk.Image) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,21 @@ def train_command(python: str, options: TrainingOptions) -> list[str]:
         args.append("--resume")
     return cli_command(python, "train", *args)
 
+
+
+def register_command(python: str, options: TrainingOptions, case_names: Sequence[str] = (),
+                     overwrite: bool = False) -> list[str]:
+    """The ``smartnet register`` command line that follows a ``train`` run of ``options``: base and new
+    model compared on the same validation cases, then the new model copied to the user models."""
+    args = [str(options.output), "--name", options.name, "--datalist", str(options.datalist), "--val-split",
+            repr(float(options.val_split)), "--seed", str(options.seed), "--device", options.device]
+    if options.base_model:
+        args += ["--base-model", str(options.base_model)]
+    for name in case_names:
+        args += ["--case", name]
+    if overwrite:
+        args.append("--overwrite")
+    return cli_command(python, "register", *args)
 
 # ---------------------------------------------------------------------------------------------- progress
 @dataclass

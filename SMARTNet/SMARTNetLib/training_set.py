@@ -356,12 +356,15 @@ def _resolve(relative: str, base: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------- geometry
 def coverage_problem(ijk_to_world: Sequence[Sequence[float]], dimensions: Sequence[int],
-                     content_bounds: Sequence[float]) -> str | None:
+                     content_bounds: Sequence[float],
+                     content_ijk_to_world: Sequence[Sequence[float]] | None = None) -> str | None:
     """Why a segmentation does not cover its volume, or None when its content lies inside the volume.
 
     ``ijk_to_world``: the volume's 4x4 voxel-to-world matrix; ``dimensions``: its size (i, j, k);
     ``content_bounds``: (xmin, xmax, ymin, ymax, zmin, zmax) of the segments' content in the same world
-    frame (Slicer gives both in RAS). Empty content (min > max) is fine: a CT without hemorrhage.
+    frame (Slicer gives both in RAS), or, with ``content_ijk_to_world``, the content's voxel extent
+    (imin, imax, jmin, jmax, kmin, kmax) on its own grid: exact for oblique grids, where a world-axis
+    box around the content reaches beyond it. Empty content (min > max) is fine: a CT without hemorrhage.
     Content is cut where it leaves the volume (the labels are resampled onto the CT's grid), so a
     segmentation drawn on another volume, or larger than this one, is reported.
     """
@@ -371,6 +374,8 @@ def coverage_problem(ijk_to_world: Sequence[Sequence[float]], dimensions: Sequen
     if (bounds[:, 0] > bounds[:, 1]).any():
         return None
     corners = np.array([[x, y, z, 1.0] for x in bounds[0] for y in bounds[1] for z in bounds[2]])
+    if content_ijk_to_world is not None:
+        corners = (np.asarray(content_ijk_to_world, float) @ corners.T).T
     to_ijk = np.linalg.inv(np.asarray(ijk_to_world, float))
     ijk = (to_ijk @ corners.T).T[:, :3]
     low, high = ijk.min(axis=0), ijk.max(axis=0)

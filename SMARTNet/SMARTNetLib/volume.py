@@ -101,7 +101,9 @@ def _check_nifti_complete(path: Path) -> None:
         raise SmartNetError("file is truncated (less image data than its header announces)", path)
 
 
-def _read_dicom_folder(path: Path) -> sitk.Image:
+def dicom_series_files(path: str | Path) -> list[str]:
+    """Files of the series that :func:`read_ct` reads from a DICOM folder (the one with the most files), in
+    slice order: file ``k`` is the volume's slice ``k``."""
     reader = sitk.ImageSeriesReader()
     try:
         series = reader.GetGDCMSeriesIDs(str(path))
@@ -109,8 +111,12 @@ def _read_dicom_folder(path: Path) -> sitk.Image:
         series = ()
     if not series:
         raise SmartNetError("no DICOM image series found in this folder", path)
-    files = max((reader.GetGDCMSeriesFileNames(str(path), uid) for uid in series), key=len)
-    reader.SetFileNames(files)
+    return list(max((reader.GetGDCMSeriesFileNames(str(path), uid) for uid in series), key=len))
+
+
+def _read_dicom_folder(path: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(dicom_series_files(path))
     try:
         return reader.Execute()
     except RuntimeError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 from pathlib import Path
 
@@ -19,8 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="output folder (one sub-folder per input when there are several)")
     parser.add_argument("--model", "-m", default=None, help="model name or model folder (default: the bundled model)")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    parser.add_argument("--format", choices=("seg", "nifti"), default="seg",
-                        help="'nifti' also writes labels.nii.gz (1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH)")
+    parser.add_argument("--format", choices=("seg", "nifti", "dicom-seg"), default="seg",
+                        help="'nifti' also writes labels.nii.gz (1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH); 'dicom-seg' "
+                             "(DICOM folder inputs) also writes segmentation.dcm, a DICOM SEG referencing the series")
     parser.add_argument("--explain", choices=EXPLAIN_METHODS, default="gradcam",
                         help="activation map written as activation.nrrd: gradcam (default), hirescam (Grad-CAM "
                              "without averaging the gradient: sharper), activation (SMART-Net's) or none")
@@ -34,6 +36,11 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     for path in inputs:
         if not path.exists():
             raise SmartNetError("file not found", path)
+        if args.format == "dicom-seg" and importlib.util.find_spec("highdicom") is None:
+            raise SmartNetError("--format dicom-seg needs the highdicom package: pip install 'smartnet-slicer[dicom]'")
+        if args.format == "dicom-seg" and not path.is_dir():
+            raise SmartNetError("--format dicom-seg needs a DICOM folder as input (a DICOM SEG references its "
+                                "series)", path)
     case_dirs = case_folders(inputs, args.output_dir)
     from ..volume import read_ct
 
@@ -88,6 +95,17 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
         if args.format == "nifti":
             outputs.write_image(stage / outputs.LABELS_NIFTI_FILE, analysis.labels)
             files["labels"] = outputs.LABELS_NIFTI_FILE
+        elif args.format == "dicom-seg":
+            from ..dicom_seg import write_dicom_seg
+            from ..volume import dicom_series_files
+
+            try:
+                write_dicom_seg(stage / outputs.DICOM_SEG_FILE, sitk_array(analysis.labels), analyzer.classes,
+                                dicom_series_files(path), (card.name, card.version))
+                files["dicom_seg"] = outputs.DICOM_SEG_FILE
+            except SmartNetError as err:  # e.g. nothing found: the other outputs stand
+                analysis.warnings.append(err.problem)
+                sink.warning(f"{path}: {err.problem}")
         for target, heat in analysis.activations.items():
             name = "activation.nrrd" if target == card.output_names[0] else f"activation-{target}.nrrd"
             outputs.write_image(stage / name, heat)
@@ -117,9 +135,18 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             written = write_visual_report(image, analysis.labels, heat, report, stage, warnings=report["warnings"])
             files.update({k: Path(v).name for k, v in written.items()})
         report["timing_s"]["write"] = round(time.perf_counter() - clock, 3)
+        # readers check these before handing a file to a C++ reader (a damaged .nrrd aborts Slicer's)
+        report["sha256"] = {name: outputs.sha256_of(stage / name) for name in sorted(set(files.values()))
+                            if name != outputs.REPORT_FILE and (stage / name).is_file()}
         outputs.write_json(stage / outputs.REPORT_FILE, report)
     progress(1.0, f"{path.name} done")
     return report
+
+
+def sitk_array(image):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(image)
 
 
 def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:

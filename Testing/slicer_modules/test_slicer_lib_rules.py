@@ -1,0 +1,42 @@
+"""SMARTNetSlicerLib runs in Slicer and on slicer-core alike: no Qt, no application, no global scene."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+LIB = Path(__file__).resolve().parents[2] / "SMARTNet" / "SMARTNetSlicerLib"
+FORBIDDEN = re.compile(r"^(qt|ctk|slicer\.app|slicer\.modules|slicer\.mrmlScene|slicer\.util\.load\w*|"
+                       r"slicer\.util\.getNode\w*|slicer\.util\.setSliceViewerLayers)$")
+
+
+def dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def test_slicer_lib_uses_only_injected_logics():
+    files = sorted(LIB.glob("*.py"))
+    assert len(files) >= 6
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Attribute):
+                names = [dotted(node)]
+            found += [f"{path.name}: {name}" for name in names if FORBIDDEN.match(name)]
+    assert found == []
+
+
+def test_the_rule_catches_what_it_forbids():
+    assert all(FORBIDDEN.match(n) for n in ("qt", "slicer.app", "slicer.modules", "slicer.util.loadVolume",
+                                            "slicer.mrmlScene"))
+    assert not FORBIDDEN.match("slicer.vtkMRMLSliceLogic")
