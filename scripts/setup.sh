@@ -13,7 +13,7 @@ if [ "${1:-}" = "--test" ]; then
   $PIP install -q -e ".[test]"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for pkg in invesalius-examples libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
+    for pkg in invesalius-examples libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libgdcm-tools; do
       dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
     done
     if [ -n "$missing" ]; then

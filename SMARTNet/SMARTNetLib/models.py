@@ -102,8 +102,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign files raise many kinds of errors
         if "Weights only load failed" in str(err):
-            raise SmartNetError("refused: the file holds Python objects other than tensors (pickled code could run); "
-                                "only plain state dicts are loaded", weights) from None
+            raise SmartNetError("cannot load weights: not a plain PyTorch state dict (refused by the safe loader, "
+                                "which never runs code from the file)", weights) from None
         raise SmartNetError(f"cannot load weights: {str(err).splitlines()[0][:150]}", weights) from None
     if not isinstance(state, dict):
         raise SmartNetError("weights file is not a state_dict", weights)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .dicom_series import DicomVolume, choose_series, find_series, read_dicom_folder
 from .errors import SmartNetError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -17,12 +18,18 @@ sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings are multi-line
 
 def read_ct(path: str | Path) -> sitk.Image:
     """Read a CT volume from a file or a DICOM folder and check it; raises :class:`SmartNetError`."""
+    return read_input(path)[0]
+
+
+def read_input(path: str | Path) -> tuple[sitk.Image, DicomVolume | None]:
+    """:func:`read_ct`, and for a DICOM folder what was read: the series chosen, the others, warnings."""
     path = Path(path)
     if not path.exists():
         raise SmartNetError("file not found", path)
-    image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
+    dicom = read_dicom_folder(path) if path.is_dir() else None
+    image = dicom.image if dicom is not None else _read_file(path)
     check_ct(image, path)
-    return image
+    return image, dicom
 
 
 def _read_file(path: Path) -> sitk.Image:
@@ -102,25 +109,12 @@ def _check_nifti_complete(path: Path) -> None:
 
 
 def dicom_series_files(path: str | Path) -> list[str]:
-    """Files of the series that :func:`read_ct` reads from a DICOM folder (the one with the most files), in
-    slice order: file ``k`` is the volume's slice ``k``."""
-    reader = sitk.ImageSeriesReader()
-    try:
-        series = reader.GetGDCMSeriesIDs(str(path))
-    except RuntimeError:
-        series = ()
+    """Files of the series that :func:`read_ct` reads from a DICOM folder, in slice order (file ``k`` is the
+    volume's slice ``k`` unless the slices had to be resampled onto a regular grid)."""
+    series = find_series(path)
     if not series:
         raise SmartNetError("no DICOM image series found in this folder", path)
-    return list(max((reader.GetGDCMSeriesFileNames(str(path), uid) for uid in series), key=len))
-
-
-def _read_dicom_folder(path: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(dicom_series_files(path))
-    try:
-        return reader.Execute()
-    except RuntimeError as err:
-        raise SmartNetError(f"cannot read DICOM series: {_itk_reason(err)}", path) from None
+    return list(choose_series(series).files)
 
 
 _META_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,

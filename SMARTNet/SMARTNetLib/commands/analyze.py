@@ -16,8 +16,11 @@ HELP = "analyze head CT volumes (NIfTI, NRRD, MHA files or DICOM folders) for in
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="CT file or DICOM folder (several allowed)")
-    parser.add_argument("--output-dir", "-o", required=True, type=Path,
-                        help="output folder (one sub-folder per input when there are several)")
+    parser.add_argument("--output-dir", "-o", type=Path,
+                        help="output folder (one sub-folder per input when there are several); required unless "
+                             "--list-series")
+    parser.add_argument("--list-series", action="store_true",
+                        help="list the image series of each DICOM folder and which one would be analyzed; no analysis")
     parser.add_argument("--model", "-m", default=None, help="model name or model folder (default: the bundled model)")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     parser.add_argument("--format", choices=("seg", "nifti", "dicom-seg"), default="seg",
@@ -36,16 +39,21 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     for path in inputs:
         if not path.exists():
             raise SmartNetError("file not found", path)
+    if args.list_series:
+        return list_series(inputs)
+    if args.output_dir is None:
+        raise SmartNetError("--output-dir is required (unless --list-series)")
+    for path in inputs:
         if args.format == "dicom-seg" and importlib.util.find_spec("highdicom") is None:
             raise SmartNetError("--format dicom-seg needs the highdicom package: pip install 'smartnet-slicer[dicom]'")
         if args.format == "dicom-seg" and not path.is_dir():
             raise SmartNetError("--format dicom-seg needs a DICOM folder as input (a DICOM SEG references its "
                                 "series)", path)
     case_dirs = case_folders(inputs, args.output_dir)
-    from ..volume import read_ct
+    from ..volume import read_input
 
     clock = time.perf_counter()
-    first = read_ct(inputs[0])  # a bad first input fails before the model is loaded
+    first = read_input(inputs[0])  # a bad first input fails before the model is loaded
     first_read = round(time.perf_counter() - clock, 3)
 
     from ..inference import Analyzer, resolve_device
@@ -65,9 +73,9 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         progress = StageProgress(sink, "analyze", start, start + share)
         clock = time.perf_counter()
         progress(0.0, f"reading {path.name}")
-        image = first if n == 0 else read_ct(path)
+        image, dicom = first if n == 0 else read_input(path)
         timing = {"load_model": load_seconds, "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}
-        report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing)
+        report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom)
         cases.append({"input": str(path), "output_dir": str(folder), "report": str(folder / "report.json"),
                       "ich_probability": report["ich_probability"], "total_volume_ml": report["total_volume_ml"],
                       "findings": {k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
@@ -77,12 +85,14 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
 
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
-                sink: EventSink, timing: dict[str, float]) -> dict:
-    """Analyze and write one volume; returns its report."""
+                sink: EventSink, timing: dict[str, float], dicom=None) -> dict:
+    """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder."""
     from .. import outputs
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
                                 progress=lambda f, m: progress(0.05 + 0.85 * f, m))
+    if dicom is not None:
+        analysis.warnings[:0] = dicom.warnings  # series choice, tilt and gaps first
     for warning in analysis.warnings:
         sink.warning(f"{path}: {warning}")
 
@@ -126,6 +136,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             "warnings": analysis.warnings,
             "familiarity": {"reconstruction_error": analysis.familiarity,
                             "threshold": card.familiarity.get("threshold")},
+            "input_series": dicom.report() if dicom is not None else None,
             "files": files,
         }
         if args.report:
@@ -168,8 +179,34 @@ def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:
     return folders
 
 
+def list_series(inputs: list[Path]) -> dict:
+    """The image series of each DICOM folder, the one that would be analyzed first."""
+    from ..dicom_series import choose_series, find_series
+
+    folders = []
+    for path in inputs:
+        if not path.is_dir():
+            raise SmartNetError("--list-series needs a DICOM folder", path)
+        series = find_series(path)
+        chosen = choose_series(series) if series else None
+        folders.append({"input": str(path), "series": [{**s.summary(), "chosen": s is chosen} for s in
+                                                        sorted(series, key=lambda s: s is not chosen)]})
+    return {"series_lists": folders}
+
+
 def summarize(result: dict) -> str:
-    """Terminal summary: one block per case."""
+    """Terminal summary: one block per case (or per folder for --list-series)."""
+    if "series_lists" in result:
+        lines = []
+        for folder in result["series_lists"]:
+            lines.append(f"{folder['input']}: {len(folder['series'])} image series")
+            for s in folder["series"]:
+                mark = "*" if s["chosen"] else " "
+                lines.append(f" {mark} {s['description'] or '(no description)'}: {s['images']} images, "
+                             f"{s['modality'] or '?'}, {s['orientation'] or '?'}"
+                             f"{', localizer' if s['localizer'] else ''} [{s['series_instance_uid']}]")
+        lines.append("* the series that smartnet analyze reads")
+        return "\n".join(lines)
     lines = [f"model {result['model']['name']} {result['model']['version']} on {result['device']}"]
     for case in result["cases"]:
         lines.append(f"{case['input']}: ICH probability {case['ich_probability']:.2f}, "
