@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
 from types import ModuleType
 
 from .errors import SmartNetError
@@ -53,12 +55,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that staging folders are cleaned up on the way out."""
+
+
+def _terminate(_signum, _frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``smartnet``; returns the exit status (0 success, 2 user error, 1 internal error)."""
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     sink: EventSink = JsonLinesSink() if args.events else TerminalSink(bar=sys.stderr.isatty())
     module = modules[args.command]
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         result = module.run(args, sink)
     except SmartNetError as err:
@@ -67,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sink.error(str(err), err.path)
         return 2
+    except Terminated:
+        sink.error("terminated")
+        return 143
     except KeyboardInterrupt:
         sink.error("interrupted")
         return 130
@@ -76,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sink.error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sink.close()
     if args.events:
         sink.result(command=args.command, **(result or {}))

@@ -138,8 +138,14 @@ def slice_positions(files: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     headers = [_header(f) for f in files]
     if any(h is None or "ImagePositionPatient" not in h or "ImageOrientationPatient" not in h for h in headers):
         return None
-    cosines = np.asarray(headers[0].ImageOrientationPatient, float)
-    return np.array([np.asarray(h.ImagePositionPatient, float) for h in headers]), cosines[:3], cosines[3:]
+    try:
+        cosines = np.asarray(headers[0].ImageOrientationPatient, float)
+        positions = np.array([np.asarray(h.ImagePositionPatient, float) for h in headers])
+    except (TypeError, ValueError):
+        return None
+    if positions.shape != (len(files), 3) or cosines.shape != (6,):
+        return None
+    return positions, cosines[:3], cosines[3:]
 
 
 def regular_grid(image: sitk.Image, files: list[str]) -> tuple[sitk.Image, list[str]]:
@@ -151,6 +157,9 @@ def regular_grid(image: sitk.Image, files: list[str]) -> tuple[sitk.Image, list[
         return image, []
     positions, row, column = found
     normal = np.cross(row, column)
+    if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(normal))) or np.linalg.norm(normal) < 0.5:
+        raise SmartNetError("the series' ImagePositionPatient or ImageOrientationPatient is not a valid geometry",
+                            os.path.dirname(files[0]))
     offsets = positions - positions[0]
     along = offsets @ normal
     if along[-1] < 0:

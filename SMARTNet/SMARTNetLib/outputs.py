@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .classes import HemorrhageClass
+from .errors import SmartNetError
 
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 REPORT_FILE = "report.json"
@@ -73,22 +75,141 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
+COMMIT_JOURNAL = ".smartnet-commit"  # names the staging folder while its files are being moved into place
+LOCK_FILE = ".smartnet.lock"
+STAGE_PREFIX = ".smartnet-partial-"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` between processes (advisory ``flock``; none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    with open(folder / LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _move_all(stage: Path, folder: Path) -> None:
+    """Move the staged files into ``folder``, ``report.json`` last (a pause for tests widens the window)."""
+    pause = float(os.environ.get("SMARTNET_COMMIT_PAUSE_S", "0") or 0)
+    for item in sorted(stage.iterdir(), key=lambda p: (p.name == REPORT_FILE, p.name)):
+        os.replace(item, folder / item.name)
+        if pause:
+            time.sleep(pause)
+
+
+def finish_interrupted_commit(folder: Path) -> bool:
+    """Finish moving the files of a run that was killed while moving them (its journal names its staging
+    folder), so that the folder holds that run's complete result. True when there was one."""
+    journal = folder / COMMIT_JOURNAL
+    if not journal.is_file():
+        return False
+    stage = folder / journal.read_text().strip()
+    if stage.is_dir() and stage.name.startswith(STAGE_PREFIX):
+        _move_all(stage, folder)
+        shutil.rmtree(stage, ignore_errors=True)
+    journal.unlink(missing_ok=True)
+    return True
+
+
+def _remove_stale_stages(folder: Path) -> None:
+    """Staging folders of runs that died before moving anything (their process is gone)."""
+    for stage in folder.glob(STAGE_PREFIX + "*"):
+        pid = stage.name[len(STAGE_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT wait while files are moved (a kill -9 cannot be deferred: the journal covers it)."""
+    import signal
+    import threading
+
+    deferred = {signal.SIGTERM, signal.SIGINT}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
+
+
 @contextmanager
 def staged_output(folder: Path) -> Iterator[Path]:
-    """Yield a staging folder; on success move its files into ``folder`` (replacing older ones), else drop it."""
+    """Yield a staging folder; on success move its files into ``folder`` (replacing older ones), else drop it.
+
+    Concurrent runs into one folder take turns for the move (a lock), so the folder holds one run's files,
+    never a mix; a run killed during the move is finished by the next one (the journal); the staging
+    folders of dead runs are removed.
+    """
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".smartnet-partial-", dir=folder))
+    with folder_lock(folder):
+        finish_interrupted_commit(folder)
+        _remove_stale_stages(folder)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=folder))
+    committed = False
     try:
         yield stage
-        for item in sorted(stage.iterdir()):
-            os.replace(item, folder / item.name)
+        with folder_lock(folder), _signals_deferred():
+            journal = folder / COMMIT_JOURNAL
+            (folder / (COMMIT_JOURNAL + ".tmp")).write_text(stage.name)
+            os.replace(folder / (COMMIT_JOURNAL + ".tmp"), journal)
+            _move_all(stage, folder)
+            journal.unlink()
+            committed = True  # a signal deferred during the move arrives now: the result stays
     except BaseException:
-        if created:
+        if created and not committed:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextmanager
+def write_errors(folder: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only folder) into :func:`write_failure`'s one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        raise write_failure(err, folder) from None
+
+
+def write_failure(err: Exception, folder: Path) -> SmartNetError:
+    """The one-line error for an output that could not be written (ITK's writers say it in many lines)."""
+    import errno
+
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror
+    else:
+        try:
+            free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        except OSError:
+            free = None
+        reason = "no space left on the device" if free is not None and free < 16 << 20 else "the write failed"
+    if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason += " (the output folder is not writable)"
+    return SmartNetError(f"cannot write the results: {reason}; nothing was written", folder)
 
 
 def _jsonable(value: Any) -> Any:

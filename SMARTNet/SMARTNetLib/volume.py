@@ -59,8 +59,8 @@ def _check_nifti_finite(path: Path) -> None:
         if not np.issubdtype(image.header.get_data_dtype(), np.floating):
             return
         finite = bool(np.isfinite(np.asanyarray(image.dataobj.get_unscaled())).all())
-    except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError):
-        return  # unreadable here: SimpleITK's reader gives the error
+    except Exception:  # nibabel raises many kinds on a broken header: SimpleITK's reader gives the error
+        return
     if not finite:
         raise SmartNetError("contains NaN or infinite values", path)
 
@@ -87,7 +87,7 @@ def _check_nifti_complete(path: Path) -> None:
         if size == 348:
             dims = struct.unpack(order + "8h", header[40:56])
             bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            offset = struct.unpack(order + "f", header[108:112])[0]
             break
         if size == 540:
             dims = struct.unpack(order + "8q", header[16:80])
@@ -96,8 +96,10 @@ def _check_nifti_complete(path: Path) -> None:
             break
     else:
         return  # not a NIfTI header: ITK will say so
+    if not np.isfinite(offset) or offset < 0 or not 1 <= int(dims[0]) <= 7 or bitpix <= 0:
+        raise SmartNetError("not a valid NIfTI header (dimensions, data type or data offset)", path)
     count = int(np.prod([max(int(d), 1) for d in dims[1: max(1, min(int(dims[0]), 7)) + 1]]))
-    expected = max(offset, 352) + count * bitpix // 8
+    expected = max(int(offset), 352) + count * bitpix // 8
     if gzipped:
         with open(path, "rb") as raw:
             raw.seek(-4, 2)

@@ -100,7 +100,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
     progress(0.9, "writing results")
     card = analyzer.card
     files = {"segmentation": outputs.SEGMENTATION_FILE, "report": outputs.REPORT_FILE}
-    with outputs.staged_output(folder) as stage:
+    with outputs.write_errors(folder), outputs.staged_output(folder) as stage:
         outputs.write_segmentation(stage / outputs.SEGMENTATION_FILE, analysis.labels, analyzer.classes)
         if args.format == "nifti":
             outputs.write_image(stage / outputs.LABELS_NIFTI_FILE, analysis.labels)
