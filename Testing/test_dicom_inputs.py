@@ -240,3 +240,30 @@ def test_real_ct_files_decode_to_pydicom_hu_and_slices_get_the_2d_error(path, ti
     else:  # the Enhanced CT's two frames: a (thin) volume, analyzed
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_an_enhanced_multiframe_ct_reads_like_its_series(series, reference, tiny_model, tmp_path):
+    """The series converted to one Enhanced CT file (highdicom's legacy conversion): same voxels in space."""
+    import highdicom as hd
+
+    datasets = []
+    for file in sorted(series.iterdir()):
+        ds = pydicom.dcmread(file)
+        ds.PatientID, ds.StudyID, ds.SeriesNumber, ds.Manufacturer = "PHANTOM", "1", 1, "test"
+        for keyword in ("AccessionNumber", "StudyDate", "StudyTime", "PatientBirthDate", "PatientSex",
+                        "ReferringPhysicianName"):
+            setattr(ds, keyword, getattr(ds, keyword, "") or "")
+        datasets.append(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(datasets, series_instance_uid=hd.UID(), series_number=2,
+                                                            sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "ct.dcm")
+    straight, multiframe = read_ct(series), read_ct(tmp_path / "enhanced")
+    assert multiframe.GetSize() == straight.GetSize()
+    on_series_grid = sitk.Resample(multiframe, straight, sitk.Transform(), sitk.sitkNearestNeighbor, -2000)
+    assert np.array_equal(sitk.GetArrayFromImage(on_series_grid), sitk.GetArrayFromImage(straight))
+    proc, report = analyze(tmp_path / "enhanced", tiny_model, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert report["ich_probability"] == pytest.approx(reference[0]["ich_probability"], abs=0.02)

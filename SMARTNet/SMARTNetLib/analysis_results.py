@@ -122,6 +122,15 @@ def result_files(output_dir: str | Path, report: Mapping[str, Any]) -> ResultFil
     return ResultFiles(str(Path(output_dir) / names["report"]), existing("segmentation"), existing("activation"))
 
 
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (the engine writes them into ``report.json``, readers check them)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify_files(output_dir: str | Path, report: Mapping[str, Any]) -> None:
     """Raise :class:`SmartNetError` naming the first file whose SHA-256 differs from the report's (reports
     written before checksums existed have none to check)."""
@@ -129,11 +138,7 @@ def verify_files(output_dir: str | Path, report: Mapping[str, Any]) -> None:
         path = Path(output_dir) / name
         if not path.is_file():
             continue  # absence is handled by result_files
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
+        if sha256_of(path) != expected:
             raise SmartNetError("file is damaged or was changed after the analysis (checksum mismatch)", path)
 
 

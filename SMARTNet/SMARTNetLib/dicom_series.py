@@ -118,7 +118,8 @@ def read_dicom_folder(path: str | Path) -> DicomVolume:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(chosen.files))
     try:
-        image = reader.Execute()
+        # one file: an Enhanced (multi-frame) CT, which the series reader would give as 4D
+        image = sitk.ReadImage(chosen.files[0]) if len(chosen.files) == 1 else reader.Execute()
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else "unknown reason"
         raise SmartNetError(f"cannot read DICOM series {chosen.uid}: {reason}", path) from None
@@ -148,12 +149,36 @@ def slice_positions(files: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return positions, cosines[:3], cosines[3:]
 
 
+def frame_positions(file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(positions, row, column) of an Enhanced (multi-frame) image's frames, from its functional groups."""
+    header = _header(file)
+    try:
+        frames = header.PerFrameFunctionalGroupsSequence
+        shared = header.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in header else None
+
+        def group(frame, name):
+            return frame.get(name) or (shared.get(name) if shared is not None else None)
+
+        cosines = np.asarray(group(frames[0], "PlaneOrientationSequence")[0].ImageOrientationPatient, float)
+        positions = np.array([np.asarray(group(f, "PlanePositionSequence")[0].ImagePositionPatient, float)
+                              for f in frames])
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return None
+    if positions.shape != (len(frames), 3) or cosines.shape != (6,):
+        return None
+    return positions, cosines[:3], cosines[3:]
+
+
 def regular_grid(image: sitk.Image, files: list[str]) -> tuple[sitk.Image, list[str]]:
-    """``image`` unchanged when its slices lie on a regular grid, else resampled by the slices' positions."""
-    if image.GetDimension() != 3 or image.GetDepth() < 2 or len(files) != image.GetDepth():
+    """``image`` on its slices' true grid: unchanged when the slices lie on a regular one (the geometry of an
+    Enhanced CT is taken from its frames' positions), else resampled by their positions."""
+    if image.GetDimension() != 3 or image.GetDepth() < 2:
         return image, []
-    found = slice_positions(files)
-    if found is None:
+    enhanced = len(files) == 1
+    if not enhanced and len(files) != image.GetDepth():
+        return image, []
+    found = frame_positions(files[0]) if enhanced else slice_positions(files)
+    if found is None or len(found[0]) != image.GetDepth():
         return image, []
     positions, row, column = found
     normal = np.cross(row, column)
@@ -173,6 +198,11 @@ def regular_grid(image: sitk.Image, files: list[str]) -> tuple[sitk.Image, list[
     tilt = float(np.degrees(np.arctan2(np.linalg.norm(shear[-1]), along[-1])))
     uneven = float(np.max(np.abs(steps - median)) / median)
     if tilt <= TILT_TOLERANCE_DEG and uneven <= SPACING_TOLERANCE:
+        if enhanced:  # frames in file order, on a regular grid: the geometry from the frames themselves
+            image = sitk.Image(image)
+            image.SetOrigin(tuple(float(v) for v in positions[0]))
+            image.SetSpacing((*image.GetSpacing()[:2], median))
+            image.SetDirection(tuple(float(v) for v in np.column_stack([row, column, normal]).ravel()))
         return image, []
     warnings = []
     if tilt > TILT_TOLERANCE_DEG:

@@ -6,7 +6,6 @@ into place only when every file is complete, so a failed or interrupted run leav
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -62,38 +61,29 @@ def write_image(path: Path, image: sitk.Image) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
 COMMIT_JOURNAL = ".smartnet-commit"  # names the staging folder while its files are being moved into place
-LOCK_FILE = ".smartnet.lock"
 STAGE_PREFIX = ".smartnet-partial-"
 
 
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` between processes (advisory ``flock``; none where fcntl is missing)."""
+    """An exclusive lock on ``folder`` between processes: ``flock`` on the folder itself, so no lock file is
+    left among the results (none where fcntl is missing: Windows)."""
     try:
         import fcntl
-    except ImportError:  # Windows: no lock
+    except ImportError:
         yield
         return
-    with open(folder / LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _move_all(stage: Path, folder: Path) -> None:

@@ -19,12 +19,11 @@ import vtk
 from SMARTNetLib import analysis_results, engine_command
 from SMARTNetLib.errors import SmartNetError
 
-from .engine_session import EngineSession
+from .engine_session import EngineClient, EngineSession
 from .heat_colors import heatColorNode
 from .scene_context import ModuleLogics, nodesByClass
 
 DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM scalar volume plugin, slice by slice
-DICOM_SEG_FILE = "segmentation.dcm"
 ROLE_ATTRIBUTE = "SMARTNet.Role"
 INPUT_ATTRIBUTE = "SMARTNet.InputVolumeID"
 REPORT_ATTRIBUTE = "SMARTNet.Report"
@@ -49,7 +48,7 @@ class AnalysisNodes:
         return [n for n in (self.segmentation, self.table, self.activation) if n is not None]
 
 
-class AnalysisLogic:
+class AnalysisLogic(EngineClient):
     """Runs the engine on a volume node and turns its files into MRML nodes (no GUI)."""
 
     def __init__(self, logics: ModuleLogics, session: EngineSession,
@@ -64,22 +63,11 @@ class AnalysisLogic:
     def scene(self) -> Any:
         return self.logics.scene
 
-    @property
-    def busy(self) -> bool:
-        return self.session.busy
 
     @property
     def analyzing(self) -> bool:
         return self.session.busy and self.session.task == "analysis"
 
-    def cancel(self) -> None:
-        self.session.cancel()
-
-    def waitForCompletion(self, timeoutSeconds: float = 600.0) -> None:
-        self.session.waitForCompletion(timeoutSeconds)
-
-    def listModels(self, onDone: Callable[[list, str], None]) -> None:
-        self.session.listModels(onDone)
 
     # -- analysis ----------------------------------------------------------------------------------
     def dicomSourceFiles(self, volume: Any) -> list[str]:
@@ -127,10 +115,11 @@ class AnalysisLogic:
                 try:
                     if outcome.succeeded:
                         results = self.loadResults(self.scene.GetNodeByID(inputVolumeID), outcome.result)
-                        written = os.path.join(outputDir, DICOM_SEG_FILE)
-                        if dicomSegFolder and os.path.isfile(written):
+                        name = (results.report.get("files") or {}).get("dicom_seg")  # absent: nothing found
+                        if dicomSegFolder and name:
                             os.makedirs(dicomSegFolder, exist_ok=True)
-                            results.dicomSeg = shutil.copy2(written, os.path.join(dicomSegFolder, DICOM_SEG_FILE))
+                            results.dicomSeg = shutil.copy2(os.path.join(outputDir, name),
+                                                            os.path.join(dicomSegFolder, name))
                     elif outcome.status != "cancelled":
                         error = outcome.message
                 except Exception as err:  # shown to the user; the GUI must leave its running state

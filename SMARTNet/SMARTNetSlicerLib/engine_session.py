@@ -94,3 +94,22 @@ class EngineSession:
             onDone([], "the engine is busy")
             return
         self.start(engine_command.models_command(self.python), onFinished=finished, task="models")
+
+
+class EngineClient:
+    """What a module logic that runs the engine offers its widget, delegated to its :class:`EngineSession`."""
+
+    session: EngineSession
+
+    @property
+    def busy(self) -> bool:
+        return self.session.busy
+
+    def cancel(self) -> None:
+        self.session.cancel()
+
+    def waitForCompletion(self, timeoutSeconds: float = 600.0) -> None:
+        self.session.waitForCompletion(timeoutSeconds)
+
+    def listModels(self, onDone: Callable[[list, str], None]) -> None:
+        self.session.listModels(onDone)

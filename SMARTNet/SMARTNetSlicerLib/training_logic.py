@@ -15,7 +15,7 @@ from vtk.util import numpy_support
 from SMARTNetLib import training_command, training_set
 from SMARTNetLib.models import smartnet_home
 
-from .engine_session import EngineSession
+from .engine_session import EngineClient, EngineSession
 from .scene_context import ModuleLogics, nodesByClass
 
 ROLE_ATTRIBUTE = "SMARTNetTraining.Role"
@@ -37,7 +37,7 @@ def arrayFromImage(imageData: Any) -> np.ndarray:
     return numpy_support.vtk_to_numpy(imageData.GetPointData().GetScalars()).reshape(k, j, i).copy()
 
 
-class TrainingLogic:
+class TrainingLogic(EngineClient):
     """What the SMARTNetTraining module does with the scene and the engine (no GUI)."""
 
     def __init__(self, logics: ModuleLogics, session: EngineSession) -> None:
@@ -49,18 +49,7 @@ class TrainingLogic:
     def scene(self) -> Any:
         return self.logics.scene
 
-    @property
-    def busy(self) -> bool:
-        return self.session.busy
 
-    def cancel(self) -> None:
-        self.session.cancel()
-
-    def waitForCompletion(self, timeoutSeconds: float = 600.0) -> None:
-        self.session.waitForCompletion(timeoutSeconds)
-
-    def listModels(self, onDone: Callable[[list, str], None]) -> None:
-        self.session.listModels(onDone)
 
     # -- cases from the scene ----------------------------------------------------------------------
     @staticmethod

@@ -7,6 +7,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+from ..analysis_results import sha256_of
 from ..errors import SmartNetError
 from ..events import EventSink, StageProgress
 
@@ -147,7 +148,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             files.update({k: Path(v).name for k, v in written.items()})
         report["timing_s"]["write"] = round(time.perf_counter() - clock, 3)
         # readers check these before handing a file to a C++ reader (a damaged .nrrd aborts Slicer's)
-        report["sha256"] = {name: outputs.sha256_of(stage / name) for name in sorted(set(files.values()))
+        report["sha256"] = {name: sha256_of(stage / name) for name in sorted(set(files.values()))
                             if name != outputs.REPORT_FILE and (stage / name).is_file()}
         outputs.write_json(stage / outputs.REPORT_FILE, report)
     progress(1.0, f"{path.name} done")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         raise SmartNetError("the bundled sample CT is missing from this installation", SAMPLE_CT)
     analyze_args = argparse.Namespace(
         inputs=[str(SAMPLE_CT)], output_dir=args.output_dir, model=DEFAULT_MODEL, device=args.device,
-        format="nifti", explain="gradcam", explain_subtypes=False, report=not args.no_report)
+        format="nifti", explain="gradcam", explain_subtypes=False, report=not args.no_report, list_series=False)
     result = analyze.run(analyze_args, sink)
     result["sample"] = str(SAMPLE_CT)
     result["truth_ml"] = truth_volumes()
