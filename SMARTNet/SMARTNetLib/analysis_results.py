@@ -172,6 +172,15 @@ def findings_table(report: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tup
              _fmt_volume(report.get("total_volume_ml")))]
     for f in findings(report):
         rows.append((f.display_name, _fmt_probability(f.probability), _fmt_volume(f.volume_ml)))
+    clinical = report.get("clinical") or {}
+    for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1):
+        rows.append((f"ABC/2, intraparenchymal finding {n}", f"{f['a_mm']:.0f} x {f['b_mm']:.0f} x {f['c_mm']:.0f} mm",
+                     _fmt_volume(f["abc2_ml"])))
+    items = clinical.get("ich_score_imaging") or {}
+    if items.get("volume_ge_30_ml") is not None:
+        rows.append(("ICH score: volume >= 30 mL", "yes" if items["volume_ge_30_ml"] else "no", ""))
+        rows.append(("ICH score: intraventricular blood", "yes" if items.get("intraventricular_blood") else "no", ""))
+        rows.append(("ICH score: infratentorial origin", "not measured", ""))
     model = report.get("model") or {}
     rows.append(("Model", str(model.get("name", "")), ""))
     rows.append(("Model version", str(model.get("version", "")), ""))

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         cases.append({"input": str(path), "output_dir": str(folder), "report": str(folder / "report.json"),
                       "ich_probability": report["ich_probability"], "total_volume_ml": report["total_volume_ml"],
                       "findings": {k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
-                      "warnings": report["warnings"]})
+                      "warnings": report["warnings"], "clinical": report["clinical"]})
     sink.progress("done", 1.0, f"{len(cases)} volume(s) analyzed")
     return {"model": {"name": card.name, "version": card.version}, "device": str(device), "cases": cases}
 
@@ -89,6 +89,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
                 sink: EventSink, timing: dict[str, float], dicom=None) -> dict:
     """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder."""
     from .. import outputs
+    from ..clinical_measures import clinical_measures
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
                                 progress=lambda f, m: progress(0.05 + 0.85 * f, m))
@@ -138,6 +139,8 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             "familiarity": {"reconstruction_error": analysis.familiarity,
                             "threshold": card.familiarity.get("threshold")},
             "input_series": dicom.report() if dicom is not None else None,
+            "clinical": clinical_measures(analysis.labels, analysis.findings,
+                                          {c.name: c.label_value for c in analyzer.classes}),
             "files": files,
         }
         if args.report:
@@ -180,6 +183,20 @@ def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:
     return folders
 
 
+def clinical_lines(clinical: dict) -> list[str]:
+    """ABC/2 and the ICH score's imaging items, for the terminal summary."""
+    lines = [f"  ABC/2 of intraparenchymal finding {n}: {f['a_mm']:.0f} x {f['b_mm']:.0f} x {f['c_mm']:.0f} mm / 2 = "
+             f"{f['abc2_ml']:.1f} mL (C from all slices: {f['abc2_all_slices_ml']:.1f} mL; segmented "
+             f"{f['segmented_ml']:.1f} mL)"
+             for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1)]
+    items = clinical.get("ich_score_imaging") or {}
+    if items.get("volume_ge_30_ml") is not None:
+        lines.append(f"  ICH score imaging items: volume >= 30 mL {'yes' if items['volume_ge_30_ml'] else 'no'}, "
+                     f"intraventricular blood {'yes' if items.get('intraventricular_blood') else 'no'}, "
+                     "infratentorial origin not measured")
+    return lines
+
+
 def list_series(inputs: list[Path]) -> dict:
     """The image series of each DICOM folder, the one that would be analyzed first."""
     from ..dicom_series import choose_series, find_series
@@ -214,6 +231,7 @@ def summarize(result: dict) -> str:
                      f"hemorrhage {case['total_volume_ml']:.1f} mL")
         for name, ml in case["findings"].items():
             lines.append(f"  {name}: {ml:.1f} mL")
+        lines += clinical_lines(case.get("clinical") or {})
         for warning in case["warnings"]:
             lines.append(f"  warning: {warning}")
         lines.append(f"  results in {case['output_dir']}")

@@ -1,0 +1,102 @@
+"""Numbers clinicians read off an ICH scan, from the segmentation: ABC/2 and the ICH score's imaging items.
+
+ABC/2 follows Kothari et al. (Stroke 1996) for each intraparenchymal finding (a connected component):
+A, the largest diameter on the slice where the bleed's area is largest; B, the largest diameter
+perpendicular to A on that slice; C, the slice thickness times the number of slices with bleed, where a
+slice counts 1 when its area is at least 75% of the largest, 0.5 from 25% to 75%, and 0 below.
+With C from all slices that show the bleed, ABC/2 of an ellipsoid is 3/pi (about 0.95) of its volume;
+Kothari's weighting counts about 1.37 of the 2 semi-axes, so it gives about 0.65 of an ellipsoid's volume
+(it was fitted to irregular bleeds). Both are reported, so that users compare with the bedside variant they use.
+
+The ICH score (Hemphill et al., Stroke 2001) has three imaging items: ICH volume >= 30 mL, intraventricular
+blood, infratentorial origin. The first two come from the segmentation. Infratentorial origin needs the
+tentorium's position, which this release does not locate: it is reported as not measured. Age and GCS are
+not image findings and are never guessed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+MIN_COMPONENT_ML = 0.1  # smaller specks are not findings
+ICH_SCORE_VOLUME_ML = 30.0
+
+
+def _diameters(points_mm: np.ndarray) -> tuple[float, float]:
+    """(A, B): the largest distance between two points, and the extent perpendicular to that direction."""
+    if len(points_mm) < 2:
+        return 0.0, 0.0
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = points_mm[ConvexHull(points_mm).vertices]
+    except (QhullError, ValueError):  # collinear points
+        hull = points_mm
+    differences = hull[:, None, :] - hull[None, :, :]
+    distances = np.linalg.norm(differences, axis=-1)
+    first, second = np.unravel_index(int(np.argmax(distances)), distances.shape)
+    a = float(distances[first, second])
+    if a == 0:
+        return 0.0, 0.0
+    direction = differences[first, second] / a
+    perpendicular = np.array([-direction[1], direction[0]])
+    projection = hull @ perpendicular
+    return a, float(projection.max() - projection.min())
+
+
+def abc2(mask: sitk.Image) -> list[dict]:
+    """Kothari's ABC/2 for each connected component of a binary mask (slices along the image's third axis)."""
+    components = sitk.ConnectedComponent(sitk.Cast(mask > 0, sitk.sitkUInt8), True)
+    labels = sitk.GetArrayViewFromImage(components)  # (k, j, i)
+    sx, sy, sz = mask.GetSpacing()
+    voxel_ml = sx * sy * sz / 1000.0
+    results = []
+    for value in range(1, int(labels.max()) + 1):
+        component = labels == value
+        count = int(component.sum())
+        if count * voxel_ml < MIN_COMPONENT_ML:
+            continue
+        areas = component.sum(axis=(1, 2))
+        largest = int(np.argmax(areas))
+        j, i = np.nonzero(component[largest])
+        # voxel corners as well as centres, so that a one-voxel-wide bleed has a width
+        points = np.concatenate([np.stack([(i + di) * sx, (j + dj) * sy], axis=1)
+                                 for di in (-0.5, 0.5) for dj in (-0.5, 0.5)])
+        a, b = _diameters(points)
+        fraction = areas / areas[largest]
+        slices = float(np.sum(np.where(fraction >= 0.75, 1.0, np.where(fraction >= 0.25, 0.5, 0.0))))
+        c, c_all = slices * sz, float(np.count_nonzero(areas)) * sz
+        k, jj, ii = (float(v.mean()) for v in np.nonzero(component))
+        results.append({"a_mm": round(a, 1), "b_mm": round(b, 1), "c_mm": round(c, 1),
+                        "abc2_ml": round(a * b * c / 2000.0, 2), "c_all_slices_mm": round(c_all, 1),
+                        "abc2_all_slices_ml": round(a * b * c_all / 2000.0, 2),
+                        "segmented_ml": round(count * voxel_ml, 2),
+                        "largest_slice": largest,
+                        "centroid_lps": [round(v, 2) for v in mask.TransformContinuousIndexToPhysicalPoint(
+                            (ii, jj, k))]})
+    return sorted(results, key=lambda r: -r["segmented_ml"])
+
+
+def ich_score_imaging(findings: dict[str, dict]) -> dict:
+    """The ICH score's imaging items from the report's findings (class name -> {volume_ml, ...})."""
+    def volume(name: str) -> float | None:
+        return float(findings[name]["volume_ml"]) if name in findings else None
+
+    iph, ivh = volume("intraparenchymal"), volume("intraventricular")
+    return {
+        "volume_ge_30_ml": None if iph is None else iph >= ICH_SCORE_VOLUME_ML,
+        "intraparenchymal_volume_ml": iph,
+        "intraventricular_blood": None if ivh is None else ivh > 0,
+        "infratentorial_origin": None,
+        "not_measured": {"infratentorial_origin": "needs the tentorium's position, which this release does not "
+                                                  "locate",
+                         "age_and_gcs": "not image findings: never taken from the scan"},
+    }
+
+
+def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_values: dict[str, int]) -> dict:
+    """ABC/2 of each intraparenchymal finding and the ICH score's imaging items, for ``report.json``."""
+    iph = label_values.get("intraparenchymal")
+    return {"abc2_intraparenchymal": abc2(labels == iph) if iph is not None else [],
+            "ich_score_imaging": ich_score_imaging(findings)}
