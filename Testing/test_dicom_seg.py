@@ -109,3 +109,20 @@ def test_no_finding_means_no_seg_and_says_why(tmp_path, ct_file):
     with pytest.raises(SmartNetError, match="images but the volume"):
         write_dicom_seg(tmp_path / "seg.dcm", labels[:-1], SUBTYPES, dicom_series_files(series), ("m", "1"))
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_no_seg_for_a_series_that_had_to_be_resampled(tmp_path, tiny_model):
+    """A tilted gantry's slices are moved onto a regular grid: frames on the source images would not match."""
+    from test_dicom_inputs import _moved
+
+    from conftest import head_phantom
+
+    ct, _ = head_phantom(size=(48, 40, 10))
+    tilted = _moved(write_dicom_series(ct, tmp_path / "series"), tmp_path / "tilted", shift_rows_per_slice=1)
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(tilted), "--output-dir", str(out), "--format", "dicom-seg", "--model",
+                   str(tiny_model), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert "dicom_seg" not in report["files"] and not (out / "segmentation.dcm").exists()
+    assert any("no DICOM SEG written: the slices were resampled" in w for w in report["warnings"])

@@ -47,6 +47,7 @@ class DicomVolume:
     series: SeriesInfo
     others: list[SeriesInfo] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    resampled: bool = False  # the slices were moved onto a regular grid: voxel k is no longer file k
 
     def report(self) -> dict:
         return {"chosen": self.series.summary(), "others": [s.summary() for s in self.others]}
@@ -131,6 +132,7 @@ def read_dicom_folder(path: str | Path) -> DicomVolume:
                                f"not {names}")
     volume.image, grid_warnings = regular_grid(image, list(chosen.files))
     volume.warnings += grid_warnings
+    volume.resampled = bool(grid_warnings)
     return volume
 
 

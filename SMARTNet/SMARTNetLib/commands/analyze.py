@@ -108,12 +108,16 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             outputs.write_image(stage / outputs.LABELS_NIFTI_FILE, analysis.labels)
             files["labels"] = outputs.LABELS_NIFTI_FILE
         elif args.format == "dicom-seg":
+            import SimpleITK as sitk
+
             from ..dicom_seg import write_dicom_seg
-            from ..volume import dicom_series_files
 
             try:
-                write_dicom_seg(stage / outputs.DICOM_SEG_FILE, sitk_array(analysis.labels), analyzer.classes,
-                                dicom_series_files(path), (card.name, card.version))
+                if dicom.resampled:
+                    raise SmartNetError("no DICOM SEG written: the slices were resampled onto a regular grid, so "
+                                        "frames on the source images would not match the analysis")
+                write_dicom_seg(stage / outputs.DICOM_SEG_FILE, sitk.GetArrayViewFromImage(analysis.labels),
+                                analyzer.classes, list(dicom.series.files), (card.name, card.version))
                 files["dicom_seg"] = outputs.DICOM_SEG_FILE
             except SmartNetError as err:  # e.g. nothing found: the other outputs stand
                 analysis.warnings.append(err.problem)
@@ -156,12 +160,6 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
         outputs.write_json(stage / outputs.REPORT_FILE, report)
     progress(1.0, f"{path.name} done")
     return report
-
-
-def sitk_array(image):
-    import SimpleITK as sitk
-
-    return sitk.GetArrayViewFromImage(image)
 
 
 def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:
