@@ -40,3 +40,16 @@ def test_the_rule_catches_what_it_forbids():
     assert all(FORBIDDEN.match(n) for n in ("qt", "slicer.app", "slicer.modules", "slicer.util.loadVolume",
                                             "slicer.mrmlScene"))
     assert not FORBIDDEN.match("slicer.vtkMRMLSliceLogic")
+
+
+def test_slicer_side_imports_no_engine_heavy_package():
+    """The modules import this package at Slicer's start-up, before the engine's packages may be installed."""
+    import subprocess
+    import sys
+
+    modules = ", ".join(f"SMARTNetSlicerLib.{p.stem}" for p in sorted(LIB.glob("*.py"))
+                        if p.stem not in ("__init__", "offscreen_views"))
+    code = (f"import sys, {modules}; "
+            "print(sorted(m for m in ('torch', 'monai', 'SimpleITK', 'slicerio', 'scipy') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
