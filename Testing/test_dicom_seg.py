@@ -15,20 +15,17 @@ from test_analyze_cli import write_dicom_series
 
 from conftest import events_of, run_cli
 from SMARTNetLib.classes import SUBTYPES
+from SMARTNetLib.commands.demo import SAMPLE_CT
 from SMARTNetLib.dicom_seg import write_dicom_seg
 from SMARTNetLib.errors import SmartNetError
 from SMARTNetLib.volume import dicom_series_files
-
-SAMPLE = "SMARTNet/SMARTNetLib/data/sample_head_ct.nii.gz"
 
 
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory):
     """The bundled sample head CT as a DICOM series, analyzed by the bundled model with --format dicom-seg."""
-    from pathlib import Path
-
     root = tmp_path_factory.mktemp("dicomseg")
-    image = sitk.Cast(sitk.ReadImage(str(Path(__file__).resolve().parents[1] / SAMPLE)), sitk.sitkInt16)
+    image = sitk.Cast(sitk.ReadImage(str(SAMPLE_CT)), sitk.sitkInt16)
     series = write_dicom_series(image, root / "series")
     out = root / "out"
     proc = run_cli("analyze", str(series), "--output-dir", str(out), "--format", "dicom-seg", "--device", "cpu",

@@ -28,11 +28,11 @@ from SMARTNetSlicerLib import offscreen_views  # noqa: E402
 offscreen_views.prefer_egl()
 
 from SMARTNetLib import analysis_results  # noqa: E402
+from SMARTNetLib.commands.demo import SAMPLE_CT as SAMPLE  # noqa: E402
 from SMARTNetSlicerLib import scene_context  # noqa: E402
 from SMARTNetSlicerLib.analysis_logic import AnalysisLogic  # noqa: E402
 from SMARTNetSlicerLib.engine_session import EngineSession  # noqa: E402
 
-SAMPLE = ROOT / "SMARTNet" / "SMARTNetLib" / "data" / "sample_head_ct.nii.gz"
 CT_WINDOW = (80.0, 40.0)  # brain window: width, level
 VIEW_NAMES = {"Red": "axial", "Yellow": "sagittal", "Green": "coronal"}
 ZOOM = 0.75  # slice field of view relative to the whole volume

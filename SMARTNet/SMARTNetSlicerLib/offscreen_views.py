@@ -155,20 +155,3 @@ def capture(window: Any, path: str | Path | None = None) -> np.ndarray:
     width, height, _ = image.GetDimensions()
     pixels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
     return pixels[::-1, :, :3].copy()
-
-
-def surfaceBounds(segmentationNode: Any) -> list[float] | None:
-    """RAS bounds of the segments' closed surfaces (None when there are none)."""
-    import vtk
-
-    found = []
-    segmentation = segmentationNode.GetSegmentation()
-    for index in range(segmentation.GetNumberOfSegments()):
-        surface = vtk.vtkPolyData()
-        segmentationNode.GetClosedSurfaceRepresentation(segmentation.GetNthSegmentID(index), surface)
-        if surface.GetNumberOfPoints():
-            found.append(surface.GetBounds())
-    if not found:
-        return None
-    boxes = np.asarray(found).reshape(-1, 3, 2)
-    return [float(v) for axis in range(3) for v in (boxes[:, axis, 0].min(), boxes[:, axis, 1].max())]

@@ -11,22 +11,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from SMARTNetLib.commands.demo import SAMPLE_CT
 from SMARTNetSlicerLib import scene_context
 from SMARTNetSlicerLib.analysis_logic import AnalysisLogic
 from SMARTNetSlicerLib.engine_session import EngineSession
 
-SAMPLE_HEAD = Path(__file__).resolve().parents[2] / "SMARTNet" / "SMARTNetLib" / "data" / "sample_head_ct.nii.gz"
-SAMPLE_TRUTH = SAMPLE_HEAD.with_name("sample_head_ct_truth.nii.gz")
+SAMPLE_HEAD = SAMPLE_CT  # the bundled sample head CT
 
 
 class SceneUnderTest:
-    """Module logics on a fresh scene plus the three slice views and a 3D view node."""
+    """Module logics on a fresh scene plus the three slice views."""
 
     def __init__(self) -> None:
         self.logics = scene_context.standalone()
         self.scene = self.logics.scene
         self.sliceLogics = scene_context.addSliceViews(self.logics)
-        self.viewNode = self.scene.AddNewNodeByClass("vtkMRMLViewNode")
 
     def nodeIDs(self) -> set[str]:
         return {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
