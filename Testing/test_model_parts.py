@@ -262,7 +262,7 @@ def test_exclusive_volume_segmentation_labels_a_voxel_where_any_hemorrhage_is_li
         card = _card(architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__,
                                                   "volume_segmentation": segmentation}))
         analyzer = Analyzer(SmartNet(card).eval(), card, torch.device("cpu"))
-        labelled[segmentation] = analyzer._labels(probs, SliceGrid(height=8, width=8, size=8), None, lambda f: None)
+        labelled[segmentation] = analyzer._labels(probs, SliceGrid(height=8, width=8, size=8), None, lambda f: None)[0]
     assert labelled["multilabel"][0, 5, 5] == labelled["exclusive"][0, 5, 5] == 2
     assert (labelled["multilabel"][1] == 0).all()
     assert (labelled["exclusive"][1, 2:4, 2:4] == 5).all() and labelled["exclusive"][1].sum() == 4 * 5

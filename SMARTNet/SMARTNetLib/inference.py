@@ -98,8 +98,15 @@ class Analyzer:
             volume_logits = self.model.volume_classifier(vectors[None].to(self.device))[0]
         probs = torch.sigmoid(volume_logits.float() / self.card.temperature).cpu().numpy()
         probabilities = {name: float(p) for name, p in zip(self.card.output_names, probs)}
-        labels_canonical = self._labels(refined, grid, weights, lambda f: report(0.775 + 0.075 * f, "segmentation"))
+        labels_canonical, confidence = self._labels(refined, grid, weights,
+                                                    lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
+        if self.model.finding_classifier is not None:
+            values = np.array([c.label_value for c in self.classes])
+            labels_canonical = self.model.finding_classifier.relabel(
+                sitk.GetArrayViewFromImage(canonical), labels_canonical, confidence, canonical.GetSpacing()[::-1],
+                values)
+            timing["findings"] = _lap(clock, timing)
 
         activations = {}
         if explain != "none":
@@ -182,14 +189,16 @@ class Analyzer:
         return probs
 
     def _labels(self, probs: torch.Tensor, grid: SliceGrid, weights: torch.Tensor | None,
-                progress: Callable[[float], None], slab: int = 16) -> np.ndarray:
+                progress: Callable[[float], None], slab: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """The 3D operator's probabilities interpolated back to every slice and restored in-plane -> canonical
-        labels: the most probable class where the probability of hemorrhage exceeds the threshold."""
+        labels: the most probable class where the probability of hemorrhage exceeds the threshold; and that
+        class's probability (uint8, 0-255), which the finding classifier reads."""
         slabs = probs.shape[0]
         depth = weights.shape[0] if weights is not None else slabs
         values = torch.tensor([c.label_value for c in self.classes], dtype=torch.uint8)
         threshold = self.card.thresholds.get("segmentation", 0.5)
         labels = np.zeros((depth, grid.height, grid.width), dtype=np.uint8)
+        confidence = np.zeros_like(labels)
         for start in range(0, depth, slab):
             stop = min(start + slab, depth)
             chunk = probs[start:stop] if weights is None else torch.einsum("ds,skhw->dkhw", weights[start:stop], probs)
@@ -197,8 +206,9 @@ class Analyzer:
             best, which = chunk.max(dim=1)
             bleed = (self.model.hemorrhage_probability(chunk) if self.model.exclusive else best) > threshold
             labels[start:stop] = torch.where(bleed, values[which], 0).numpy()
+            confidence[start:stop] = (best.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             progress(stop / depth)
-        return labels
+        return labels, confidence
 
     def _explain(self, slices: dict[str, torch.Tensor], refined: torch.Tensor, grid: SliceGrid,
                  weights: torch.Tensor | None, method: str, target: int) -> torch.Tensor:

@@ -114,6 +114,8 @@ class ModelCard:
     calibration: dict[str, Any] = field(default_factory=dict)
     # input-familiarity check: "threshold" on the reconstruction error and its reference distribution
     familiarity: dict[str, Any] = field(default_factory=dict)
+    # the per-finding subtype classifier (finding_classifier.py): file, features, drop_probability, data, command
+    findings: dict[str, Any] = field(default_factory=dict)
     synthetic_only: bool = True  # trained on synthetic data only: not for clinical use
     provenance: dict[str, Any] = field(default_factory=dict)  # base model, data summary, command, dates
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -110,6 +110,8 @@ def register_model(trained_dir: str | Path, name: str, base_model: str | None = 
     target = models_dir / name
     with staged_folder(target) as tmp:
         shutil.copy2(trained_dir / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        if card.findings:  # the finding classifier's weights (finding_classifier.py)
+            shutil.copy2(trained_dir / card.findings["file"], tmp / card.findings["file"])
         card.save(tmp)
     return target
 

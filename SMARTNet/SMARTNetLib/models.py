@@ -2,7 +2,8 @@
 
 Bundled models ship inside the package (``SMARTNetLib/bundled_models/<name>``); user models live in
 ``$SMARTNET_HOME/models/<name>`` (default ``~/.smartnet/models``). A model folder holds ``model.json``
-(:class:`~SMARTNetLib.model_card.ModelCard`) and ``model.pt`` (a ``state_dict``).
+(:class:`~SMARTNetLib.model_card.ModelCard`) and ``model.pt`` (a ``state_dict``), and ``findings.pt`` (the
+finding classifier's ``state_dict``) when the card has ``findings``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     model = SmartNet(card)
     _check_state(model, state, folder)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if card.findings:
+        from .finding_classifier import FindingClassifier
+
+        model.finding_classifier = FindingClassifier.load(folder, card.findings)
     return model.to(device).eval(), card
 
 
@@ -157,7 +162,12 @@ def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool 
     folder = Path(folder)
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in model.state_dict().items()}
+    findings = model.finding_classifier if card.findings else None
     with staged_folder(folder) as tmp:
         torch.save(state, tmp / WEIGHTS_FILE)
+        if findings is not None:
+            from .finding_classifier import FINDINGS_FILE
+
+            torch.save(findings.net.state_dict(), tmp / card.findings.get("file", FINDINGS_FILE))
         card.save(tmp)
     return folder

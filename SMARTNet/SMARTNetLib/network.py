@@ -15,6 +15,8 @@ The 3D CNN's probabilities are a sigmoid per class, or exclusive (:func:`exclusi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from monai.networks.blocks import Convolution, UpSample
 from monai.networks.nets import FlexibleUNet
@@ -23,6 +25,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .model_card import ModelCard
+
+if TYPE_CHECKING:
+    from .finding_classifier import FindingClassifier
 
 
 class ReconstructionDecoder(nn.Sequential):
@@ -95,7 +100,13 @@ class VolumeSegmenter(nn.Module):
 
 
 class SmartNet(nn.Module):
-    """SMART-Net: a 2D multi-task network plus volume-level operators, configured by a model card."""
+    """SMART-Net: a 2D multi-task network plus volume-level operators, configured by a model card.
+
+    ``finding_classifier`` (not a submodule: its weights are the model folder's ``findings.pt``) names each
+    finding of the label map from anatomy, when the card has one (:mod:`.finding_classifier`).
+    """
+
+    finding_classifier: FindingClassifier | None = None
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__()

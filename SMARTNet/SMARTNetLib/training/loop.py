@@ -254,7 +254,8 @@ class Trainer:
             lineage = {k: base.provenance[k] for k in ("pretraining", "command", "data", "base_model")
                        if k in base.provenance}  # the base's own base, and so on: the whole chain of commands
             card = dataclasses.replace(base, provenance={"base_model": {"name": base.name, "version": base.version,
-                                                                        "path": str(folder), **lineage}}, metrics={})
+                                                                        "path": str(folder), **lineage}}, metrics={},
+                                       findings={})  # the finding classifier belongs to the base's network
             if cfg.image_size and cfg.image_size != base.architecture.image_size:
                 self.out.warning(f"--image-size {cfg.image_size} ignored: the base model works at "
                                  f"{base.architecture.image_size} px")

@@ -1,0 +1,115 @@
+"""The finding classifier: anatomical features of known shapes, relabelling, and its file in a model folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.finding_classifier import (
+    FEATURE_NAMES,
+    FINDINGS_FILE,
+    FindingClassifier,
+    FindingNet,
+    component_features,
+    find_components,
+)
+from SMARTNetLib.models import load_model, save_model
+
+SPACING = np.array([2.0, 1.0, 1.0])  # (z, y, x) mm
+
+
+def skull_phantom() -> tuple[np.ndarray, np.ndarray]:
+    """A 40x120x120 head: 1000 HU skull shell (inner radius 50 mm), 30 HU brain, -1000 HU air; a 60 HU
+    subdural-like crescent against the inner table on the left and a 60 HU ball in the middle."""
+    z, y, x = np.meshgrid(np.arange(40) * 2.0, np.arange(120.0), np.arange(120.0), indexing="ij")
+    r = np.sqrt((x - 60) ** 2 + (y - 60) ** 2 + ((z - 40) * 0.8) ** 2)
+    hu = np.where(r < 56, 1000, -1000).astype(np.int16)
+    hu[r < 50] = 30
+    labels = np.zeros(hu.shape, np.uint8)
+    crescent = (r >= 45) & (r < 50) & (x > 80) & (np.abs(z - 40) < 16)
+    ball = np.sqrt((x - 60) ** 2 + (y - 62) ** 2 + (z - 40) ** 2) < 6
+    labels[crescent], labels[ball] = 5, 2
+    hu[crescent | ball] = 60
+    return hu, labels
+
+
+def features_of(hu: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    components, count = find_components(labels)
+    assert count == 2
+    rows = component_features(hu, labels, np.full(hu.shape, 200, np.uint8), SPACING, components, count)
+    named = [dict(zip(FEATURE_NAMES, row)) for row in rows]
+    by_label = {int(labels[components == c + 1][0]): named[c] for c in range(count)}
+    return by_label[5], by_label[2]
+
+
+def test_features_tell_a_crescent_on_the_inner_table_from_a_deep_ball():
+    crescent, ball = features_of(*skull_phantom())
+    assert crescent["bone_distance_min_mm"] <= 1.5 and crescent["near_bone_fraction"] > 0.5
+    assert ball["bone_distance_min_mm"] == pytest.approx(12.0)  # no bone within the 12 mm margin
+    assert 2.0 <= crescent["thickness_max_mm"] <= 3.5  # half of the 5 mm thickness, on a 1-2 mm grid
+    assert ball["thickness_max_mm"] >= 5.0  # half of the 12 mm diameter
+    assert crescent["flatness"] < 0.35 < ball["flatness"]  # a thin shell against a round ball
+    assert crescent["shell_bone"] > 0.2 and ball["shell_bone"] == 0 and ball["shell_brain"] == 1.0
+    assert crescent["lateral_fraction"] > 0.6 and ball["lateral_fraction"] < 0.05
+    assert ball["midline_mm"] < 1.0 and crescent["midline_mm"] > 30
+    assert crescent["vote_5"] == 1.0 and ball["vote_2"] == 1.0 and ball["confidence_mean"] == pytest.approx(200 / 255)
+    assert ball["hu_mean"] == pytest.approx(60) and ball["contrast_hu"] == pytest.approx(30)
+    volume_ml = 4 / 3 * np.pi * 6**3 / 1000
+    assert np.exp(ball["log_ml"]) == pytest.approx(volume_ml, rel=0.15)
+
+
+def fixed_classifier(to_class: int, drop: float = 1.01, background: bool = False) -> FindingClassifier:
+    """A classifier whose output does not depend on the features: ``to_class`` (1-5), or background."""
+    net = FindingNet()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.net[-1].bias[0 if background else to_class] = 5.0
+    return FindingClassifier(net.eval(), drop)
+
+
+def test_relabel_gives_each_finding_one_class_and_drops_non_bleeds():
+    hu, labels = skull_phantom()
+    labels[labels == 5] = np.where(np.random.default_rng(0).random(int((labels == 5).sum())) < 0.5, 1, 5)
+    values = np.array([1, 2, 3, 4, 5])
+    relabelled = fixed_classifier(3).relabel(hu, labels, np.zeros_like(labels), SPACING, values)
+    assert set(np.unique(relabelled)) == {0, 3} and ((relabelled > 0) == (labels > 0)).all()
+    kept = fixed_classifier(3, drop=0.5, background=True).relabel(hu, labels, np.zeros_like(labels), SPACING, values)
+    assert not kept.any()
+    never = fixed_classifier(3, drop=1.01, background=True).relabel(hu, labels, np.zeros_like(labels), SPACING,
+                                                                      values)
+    assert ((never > 0) == (labels > 0)).all()  # the most likely subtype when dropping is off
+
+
+def test_model_folder_keeps_the_classifier_and_analysis_uses_it(tiny_model, tmp_path):
+    from conftest import head_phantom
+    from SMARTNetLib.inference import Analyzer
+
+    model, card = load_model(tiny_model)
+    model.finding_classifier = fixed_classifier(4)
+    card.findings = {"file": FINDINGS_FILE, "features": list(FEATURE_NAMES), "drop_probability": 1.01}
+    card.thresholds = {**card.thresholds, "segmentation": 0.0}  # a random tiny model: label everything
+    folder = save_model(model, card, tmp_path / "with-findings")
+    assert (folder / FINDINGS_FILE).is_file()
+    loaded, loaded_card = load_model(folder)
+    assert loaded.finding_classifier is not None and loaded_card.findings["drop_probability"] == 1.01
+    analysis = Analyzer(loaded, loaded_card, torch.device("cpu")).analyze(head_phantom()[0], explain="none")
+    assert "findings" in analysis.timing
+    assert analysis.findings["subarachnoid"]["volume_ml"] > 0
+    assert sum(f["volume_ml"] for f in analysis.findings.values()) == analysis.findings["subarachnoid"]["volume_ml"]
+
+
+def test_broken_or_foreign_classifier_files_are_one_line_errors(tiny_model, tmp_path):
+    model, card = load_model(tiny_model)
+    model.finding_classifier = fixed_classifier(1)
+    card.findings = {"file": FINDINGS_FILE, "features": list(FEATURE_NAMES)}
+    folder = save_model(model, card, tmp_path / "m")
+    (folder / FINDINGS_FILE).write_bytes(b"not a state dict")
+    with pytest.raises(SmartNetError, match="cannot load the finding classifier"):
+        load_model(folder)
+    card.findings = {"file": FINDINGS_FILE, "features": ["log_ml"]}
+    card.save(folder)
+    with pytest.raises(SmartNetError, match="other features"):
+        load_model(folder)
