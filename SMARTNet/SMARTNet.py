@@ -27,6 +27,7 @@ from slicer.util import VTKObservationMixin
 from SMARTNetLib import analysis_results, dependencies, engine_command
 from SMARTNetLib.classes import class_from_segment_name
 from SMARTNetSlicerLib.analysis_logic import AnalysisLogic
+from SMARTNetSlicerLib.comparison_logic import ComparisonLogic
 from SMARTNetSlicerLib.engine_session import EngineSession
 from SMARTNetSlicerLib.heat_colors import heatColorNode
 from SMARTNetSlicerLib.scene_context import ModuleLogics
@@ -90,6 +91,7 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SMARTNetLogic()
+        self.comparison = ComparisonLogic(self.logic, self.logic.session)  # one engine session for both
 
         for value, label in engine_command.DEVICES:
             self.ui.deviceSelector.addItem(_(label), value)
@@ -105,6 +107,9 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyButton)
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateCompareButton)
+        self.ui.priorSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateCompareButton)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.jumpButton.connect("clicked(bool)", self.onJumpButton)
         self.ui.showActivationCheckBox.connect("toggled(bool)", self.onActivationDisplayChanged)
         self.ui.activationOpacitySlider.connect("valueChanged(double)", self.onActivationDisplayChanged)
@@ -210,7 +215,8 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel()
             return
         if self.logic.busy:
-            slicer.util.warningDisplay(_("Still looking for models; try again in a moment."))
+            slicer.util.warningDisplay(_("The engine is busy (listing models or comparing); try again when it "
+                                         "has finished."))
             return
         if not self.logic.ensureDependencies():
             return
@@ -248,6 +254,7 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onAnalysisFinished(self, outcome, results, errorMessage) -> None:
         self.ui.progressBar.visible = False
         self._updateApplyButton()
+        self._updateCompareButton()
         if getattr(self, "_modelsRefreshPending", False):
             qt.QTimer.singleShot(0, self.refreshModels)
         if outcome.status == "cancelled":
@@ -269,6 +276,61 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.activation3DCheckBox.checked = False
         if results.dicomSeg:
             self._importDicomSeg(results.dicomSeg)
+
+    # -- compare with prior ------------------------------------------------------------------------
+    def _updateCompareButton(self, *unused) -> None:
+        if self.logic.session.task == "comparison":
+            self.ui.compareButton.text = _("Cancel")
+            self.ui.compareButton.toolTip = _("Stop the comparison.")
+            self.ui.compareButton.enabled = True
+            return
+        prior, current = self.ui.priorSelector.currentNode(), self.ui.inputSelector.currentNode()
+        ready = prior is not None and current is not None and prior.GetID() != current.GetID()
+        self.ui.compareButton.text = _("Compare with prior")
+        self.ui.compareButton.enabled = ready
+        self.ui.compareButton.toolTip = (
+            _("Register the head CT onto the prior scan, analyze both and report the change in volume.") if ready
+            else _("Select the current scan as Head CT above and an earlier scan of the same patient here."))
+
+    def onCompareButton(self) -> None:
+        if self.logic.session.task == "comparison":
+            self.comparison.cancel()
+            return
+        if self.logic.busy:
+            slicer.util.warningDisplay(_("The engine is busy; try again when it has finished."))
+            return
+        if not self.logic.ensureDependencies():
+            return
+        choice = self._selectedModel()
+        device = self.ui.deviceSelector.itemData(self.ui.deviceSelector.currentIndex)
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self.ui.stageLabel.text = _("Starting the comparison...")
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the comparison."), waitCursor=True):
+            self.comparison.compare(self.ui.priorSelector.currentNode(), self.ui.inputSelector.currentNode(),
+                                    choice.value if choice else None, device, onEvent=self._onEngineEvent,
+                                    onFinished=self._onComparisonFinished)
+        self._updateCompareButton()
+        self._updateApplyButton()
+
+    def _onComparisonFinished(self, outcome, nodes, errorMessage) -> None:
+        self.ui.progressBar.visible = False
+        self._updateCompareButton()
+        self._updateApplyButton()
+        if outcome.status == "cancelled":
+            self.ui.stageLabel.text = _("Cancelled.")
+            return
+        if errorMessage:
+            self.ui.stageLabel.text = _("Failed.")
+            for line in outcome.stderr_tail:
+                self._log(line)
+            slicer.util.errorDisplay(_("Comparison failed: {message}").format(message=errorMessage))
+            return
+        self.ui.stageLabel.text = _("Compared in {seconds:.1f} s.").format(seconds=outcome.elapsed_s)
+        self.ui.comparisonSummaryLabel.text = analysis_results.comparison_summary(nodes.result)
+        self.ui.comparisonTableView.setMRMLTableNode(nodes.table)
+        for warning in nodes.result["baseline"]["warnings"] + nodes.result["followup"]["warnings"]:
+            self._log(_("Warning: ") + warning)
 
     def _importDicomSeg(self, path: str) -> None:
         """Add the exported DICOM SEG to Slicer's DICOM database (the database keeps its own copy)."""

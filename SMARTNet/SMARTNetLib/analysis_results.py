@@ -191,6 +191,42 @@ def findings_table(report: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tup
     return TABLE_HEADER, rows
 
 
+COMPARISON_HEADER = ("Finding", "Baseline (mL)", "Follow-up (mL)", "Change (mL)")
+
+
+def comparison_table(result: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Header and rows (all text) of the follow-up comparison table, from ``smartnet compare``'s result: the
+    classes with blood at either time, the total, new blood and the expansion flags."""
+    rows = []
+    for name, c in (result.get("classes") or {}).items():
+        if c.get("baseline_ml") or c.get("followup_ml"):
+            rows.append((_display_name(name), _fmt_volume(c["baseline_ml"]), _fmt_volume(c["followup_ml"]),
+                         f"{c['change_ml']:+.1f}"))
+    total = result.get("total") or {}
+    rows.append(("All hemorrhage", _fmt_volume(total.get("baseline_ml")), _fmt_volume(total.get("followup_ml")),
+                 f"{total.get('change_ml', 0.0):+.1f}"))
+    rows.append(("New blood (outside the baseline's)", "", "", _fmt_volume(result.get("new_blood_ml"))))
+    rows.append(("Hematoma expansion (intraparenchymal > 6 mL or > 33%)",
+                 "", "", "yes" if result.get("hematoma_expansion") else "no"))
+    rows.append(("Expansion of all blood (> 6 mL or > 33%)", "", "", "yes" if result.get("any_expansion") else "no"))
+    return COMPARISON_HEADER, rows
+
+
+def comparison_summary(result: Mapping[str, Any]) -> str:
+    """One line for the module: total volumes at both times, the change and the expansion verdict."""
+    total = result.get("total") or {}
+    expansion = "yes" if result.get("hematoma_expansion") else "no"
+    return (f"Hemorrhage {_fmt_volume(total.get('baseline_ml'))} mL -> {_fmt_volume(total.get('followup_ml'))} mL "
+            f"({total.get('change_ml', 0.0):+.1f} mL). Hematoma expansion (intraparenchymal > 6 mL or > 33%): "
+            f"{expansion}.")
+
+
+def comparison_report(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A report-like mapping (``findings`` with the follow-up volumes) for :func:`segment_plan`."""
+    return {"findings": {name: {"volume_ml": c.get("followup_ml", 0.0)}
+                         for name, c in (result.get("classes") or {}).items()}}
+
+
 def largest_finding(report: Mapping[str, Any], min_volume_ml: float = 0.0) -> Finding | None:
     """The class with the largest volume above ``min_volume_ml`` that has a position, or None."""
     candidates = [f for f in findings(report) if f.volume_ml > min_volume_ml and f.centroid_lps is not None]

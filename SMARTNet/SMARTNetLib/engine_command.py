@@ -78,6 +78,17 @@ def analyze_command(python: str, input_path: str, output_dir: str, model: str | 
     return cli_command(python, "analyze", *args)
 
 
+def compare_command(python: str, baseline: str, followup: str, output_dir: str, model: str | None = None,
+                    device: str = "auto") -> list[str]:
+    """The ``smartnet compare`` command line (a follow-up CT against its baseline)."""
+    if device not in {d for d, _ in DEVICES}:
+        raise ValueError(f"unknown device {device!r}; expected one of {', '.join(d for d, _ in DEVICES)}")
+    args = [str(baseline), str(followup), "--output-dir", str(output_dir), "--device", device]
+    if model:
+        args += ["--model", str(model)]
+    return cli_command(python, "compare", *args)
+
+
 def models_command(python: str) -> list[str]:
     """The ``smartnet models`` command line (lists bundled and user models)."""
     return cli_command(python, "models")

@@ -28,6 +28,7 @@ ROLE_ATTRIBUTE = "SMARTNet.Role"
 INPUT_ATTRIBUTE = "SMARTNet.InputVolumeID"
 REPORT_ATTRIBUTE = "SMARTNet.Report"
 RESULT_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLScalarVolumeNode")
+ANALYSIS_ROLES = ("segmentation", "table", "activation")
 ACTIVATION_DISPLAY_THRESHOLD = 0.2  # heat below this is transparent in the slice views and in 3D
 SINGLE_FILE = 4  # vtkSlicerVolumesLogic loading option: read this file only, not a series around it
 
@@ -173,90 +174,30 @@ class AnalysisLogic(EngineClient):
                 added.append(activation)
         except Exception:
             for node in added:
-                self._removeWithHelpers(node)
+                removeWithHelpers(self.scene, node)
             raise
         self.removeResults(inputVolume)
         for role, node in (("segmentation", segmentation), ("table", table), ("activation", activation)):
             if node is not None:
-                self._markResult(node, role, inputVolume)
+                markResult(self.scene, node, role, inputVolume)
         return AnalysisNodes(inputVolume, segmentation, table, activation, report,
                              analysis_results.largest_finding(report))
 
-    def _markResult(self, node: Any, role: str, inputVolume: Any) -> None:
-        import slicer
-
-        node.SetAttribute(ROLE_ATTRIBUTE, role)
-        node.SetAttribute(INPUT_ATTRIBUTE, inputVolume.GetID())
-        # Results follow the input volume: same transform, same place in the subject hierarchy.
-        if hasattr(node, "SetAndObserveTransformNodeID"):
-            node.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
-        inputItem, item = shNode.GetItemByDataNode(inputVolume), shNode.GetItemByDataNode(node)
-        if inputItem and item:  # without Slicer's subject hierarchy plugins, data nodes get no items
-            shNode.SetItemParent(item, shNode.GetItemParent(inputItem))
-
     def resultNodes(self, inputVolume: Any) -> list:
         """Nodes made by earlier runs on ``inputVolume``."""
-        volumeID = inputVolume.GetID()
-        return [node for className in RESULT_CLASSES for node in nodesByClass(self.scene, className)
-                if node.GetAttribute(INPUT_ATTRIBUTE) == volumeID and node.GetAttribute(ROLE_ATTRIBUTE)]
+        return resultNodes(self.scene, inputVolume, ANALYSIS_ROLES)
 
     def removeResults(self, inputVolume: Any) -> None:
         """Remove the previous results of ``inputVolume`` with their display, storage and rendering nodes."""
         for node in self.resultNodes(inputVolume):
-            self._removeWithHelpers(node)
-
-    def _removeWithHelpers(self, node: Any) -> None:
-        helpers = []
-        # the findings table is a storable node, not a displayable one: it has no display nodes
-        displayNodes = node.GetNumberOfDisplayNodes() if node.IsA("vtkMRMLDisplayableNode") else 0
-        for i in range(displayNodes):
-            displayNode = node.GetNthDisplayNode(i)
-            if displayNode is None:
-                continue
-            helpers.append(displayNode)
-            if displayNode.IsA("vtkMRMLVolumeRenderingDisplayNode") and displayNode.GetVolumePropertyNode():
-                helpers.append(displayNode.GetVolumePropertyNode())
-        if node.GetStorageNode():
-            helpers.append(node.GetStorageNode())
-        self.scene.RemoveNode(node)
-        for helper in helpers:
-            if helper.GetScene():
-                self.scene.RemoveNode(helper)
+            removeWithHelpers(self.scene, node)
 
     def _loadSegmentation(self, path: str, report: dict, inputVolume: Any, name: str) -> Any:
-        segmentationNode = self.logics.segmentations.LoadSegmentationFromFile(path, True, name)
-        if segmentationNode is None:
-            raise SmartNetError("Slicer could not read the segmentation", path)
-        segmentation = segmentationNode.GetSegmentation()
-        segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-        names = [segmentation.GetSegment(segmentId).GetName() for segmentId in segmentIds]
-        for segmentId, plan in zip(segmentIds, analysis_results.segment_plan(report, names)):
-            if not plan.keep:
-                segmentation.RemoveSegment(segmentId)
-                continue
-            segment = segmentation.GetSegment(segmentId)
-            segment.SetName(plan.name)
-            segment.SetColor(*plan.color)
-            if plan.terminology:
-                segment.SetTag(segment.GetTerminologyEntryTagName(), plan.terminology)
-        # Needed for DICOM SEG export, and so that editing happens on the CT's grid.
-        segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(),
-                                            inputVolume.GetID())
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-        return segmentationNode
+        return loadSegmentation(self.logics, path, report, inputVolume, name)
 
     def _createTable(self, report: dict, name: str) -> Any:
         header, rows = analysis_results.findings_table(report)
-        tableNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        for title in header:
-            column = vtk.vtkStringArray()
-            column.SetName(title)
-            tableNode.AddColumn(column)
-        for row in rows:
-            rowIndex = tableNode.AddEmptyRow()
-            for columnIndex, text in enumerate(row):
-                tableNode.SetCellText(rowIndex, columnIndex, text)
+        tableNode = textTable(self.scene, name, header, rows)
         tableNode.SetAttribute(REPORT_ATTRIBUTE, report.get("input", ""))
         return tableNode
 
@@ -308,6 +249,87 @@ class AnalysisLogic(EngineClient):
             position = world
         for sliceNode in nodesByClass(self.scene, "vtkMRMLSliceNode"):
             sliceNode.JumpSliceByCentering(*position)
+
+
+def markResult(scene: Any, node: Any, role: str, inputVolume: Any) -> None:
+    """Tag ``node`` as the ``role`` result of ``inputVolume``; it follows the volume's transform and sits beside
+    it in the subject hierarchy."""
+    import slicer
+
+    node.SetAttribute(ROLE_ATTRIBUTE, role)
+    node.SetAttribute(INPUT_ATTRIBUTE, inputVolume.GetID())
+    if hasattr(node, "SetAndObserveTransformNodeID"):
+        node.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    inputItem, item = shNode.GetItemByDataNode(inputVolume), shNode.GetItemByDataNode(node)
+    if inputItem and item:  # without Slicer's subject hierarchy plugins, data nodes get no items
+        shNode.SetItemParent(item, shNode.GetItemParent(inputItem))
+
+
+def resultNodes(scene: Any, inputVolume: Any, roles: tuple[str, ...]) -> list:
+    """Nodes tagged by :func:`markResult` with one of ``roles`` for ``inputVolume``."""
+    volumeID = inputVolume.GetID()
+    return [node for className in RESULT_CLASSES for node in nodesByClass(scene, className)
+            if node.GetAttribute(INPUT_ATTRIBUTE) == volumeID and node.GetAttribute(ROLE_ATTRIBUTE) in roles]
+
+
+def removeWithHelpers(scene: Any, node: Any) -> None:
+    """Remove ``node`` with its display, storage and volume-rendering property nodes."""
+    helpers = []
+    # a table is a storable node, not a displayable one: it has no display nodes
+    displayNodes = node.GetNumberOfDisplayNodes() if node.IsA("vtkMRMLDisplayableNode") else 0
+    for i in range(displayNodes):
+        displayNode = node.GetNthDisplayNode(i)
+        if displayNode is None:
+            continue
+        helpers.append(displayNode)
+        if displayNode.IsA("vtkMRMLVolumeRenderingDisplayNode") and displayNode.GetVolumePropertyNode():
+            helpers.append(displayNode.GetVolumePropertyNode())
+    if node.GetStorageNode():
+        helpers.append(node.GetStorageNode())
+    scene.RemoveNode(node)
+    for helper in helpers:
+        if helper.GetScene():
+            scene.RemoveNode(helper)
+
+
+def loadSegmentation(logics: ModuleLogics, path: str, report: dict, inputVolume: Any, name: str) -> Any:
+    """A ``.seg.nrrd`` of the engine as a segmentation node on ``inputVolume``'s grid: segments named, coloured
+    and tagged, those without volume in ``report`` removed."""
+    segmentationNode = logics.segmentations.LoadSegmentationFromFile(path, True, name)
+    if segmentationNode is None:
+        raise SmartNetError("Slicer could not read the segmentation", path)
+    segmentation = segmentationNode.GetSegmentation()
+    segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    names = [segmentation.GetSegment(segmentId).GetName() for segmentId in segmentIds]
+    for segmentId, plan in zip(segmentIds, analysis_results.segment_plan(report, names)):
+        if not plan.keep:
+            segmentation.RemoveSegment(segmentId)
+            continue
+        segment = segmentation.GetSegment(segmentId)
+        segment.SetName(plan.name)
+        segment.SetColor(*plan.color)
+        if plan.terminology:
+            segment.SetTag(segment.GetTerminologyEntryTagName(), plan.terminology)
+    # Needed for DICOM SEG export, and so that editing happens on the CT's grid.
+    segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(),
+                                        inputVolume.GetID())
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+    return segmentationNode
+
+
+def textTable(scene: Any, name: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> Any:
+    """A table node of text columns."""
+    tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for title in header:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        tableNode.AddColumn(column)
+    for row in rows:
+        rowIndex = tableNode.AddEmptyRow()
+        for columnIndex, text in enumerate(row):
+            tableNode.SetCellText(rowIndex, columnIndex, text)
+    return tableNode
 
 
 def _linkOrCopy(source: str, target: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..analysis_results import sha256_of
 from ..errors import SmartNetError
 from ..events import EventSink, StageProgress
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         outputs.write_segmentation(stage / ALIGNED_FILE, aligned, classes)
         write_comparison_figure(stage / FIGURE_FILE, scans["baseline"]["ct"], scans["baseline"]["labels"],
                                 aligned_ct, aligned, classes, result)
+        result["sha256"] = {name: sha256_of(stage / name) for name in (ALIGNED_FILE, FIGURE_FILE)}
         outputs.write_json(stage / COMPARISON_FILE, result)
     sink.progress("done", 1.0, "comparison written")
     return {"output_dir": str(args.output_dir), **result}
