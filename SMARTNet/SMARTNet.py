@@ -119,7 +119,7 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshModels()
 
     def cleanup(self) -> None:
-        self.logic.cancel()
+        self.logic.session.close()  # cancels a running command and ends the served engine
         self.removeObservers()
 
     def enter(self) -> None:
@@ -403,9 +403,10 @@ def dicomFileForInstance(instanceUID: str) -> str:
     return database.fileForInstance(instanceUID) if database is not None and database.isOpen else ""
 
 
-def newEngineSession(intervalMs: int = 100) -> EngineSession:
-    """An engine session polled by a QTimer on the GUI thread while a command runs."""
-    session = EngineSession(slicer.util.startupEnvironment())
+def newEngineSession(intervalMs: int = 100, warm: bool = False) -> EngineSession:
+    """An engine session polled by a QTimer on the GUI thread while a command runs; ``warm`` keeps one served
+    engine process for analyses (the model stays loaded between runs)."""
+    session = EngineSession(slicer.util.startupEnvironment(), warm=warm)
     timer = qt.QTimer()
     timer.setInterval(intervalMs)
 
@@ -426,7 +427,7 @@ class SMARTNetLogic(ScriptedLoadableModuleLogic, AnalysisLogic):
 
     def __init__(self, logics: ModuleLogics = None, session: EngineSession = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        AnalysisLogic.__init__(self, logics or slicerModuleLogics(), session or newEngineSession(),
+        AnalysisLogic.__init__(self, logics or slicerModuleLogics(), session or newEngineSession(warm=True),
                                fileForInstance=dicomFileForInstance)
 
     def getParameterNode(self):

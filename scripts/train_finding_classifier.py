@@ -153,15 +153,21 @@ def main() -> None:
     model, card = load_model(args.model, device)
     analyzer = Analyzer(model, card, device)
     cases = []
+    split = int(round(args.n * (1 - args.val_fraction)))
     for i in range(args.n):
         seed = args.seed + i
-        ct, label, _ = cached(args.cache, f"fc-{seed}",
-                              lambda s=seed: make_case(s, size="full", host="mixed", style="randomised"))
         store = args.cache / f"fc-{seed}-{card.name}-{card.version}.npz" if args.cache else None
-        cases.append(case_findings(analyzer, ct, label, store))
+        if store is not None and store.is_file():
+            ct = label = None
+        else:
+            ct, label, _ = cached(args.cache, f"fc-{seed}",
+                                  lambda s=seed: make_case(s, size="full", host="mixed", style="randomised"))
+        case = case_findings(analyzer, ct, label, store)
+        if i < split:  # training cases: the features are enough (the volumes would fill the memory)
+            case = {k: case[k] for k in ("features", "target", "ml")}
+        cases.append(case)
         print(f"[{time.time() - start:6.1f}s] case {i + 1}/{args.n}: {len(cases[-1]['target'])} findings, "
               f"{int((cases[-1]['target'] > 0).sum())} bleeds", flush=True)
-    split = int(round(args.n * (1 - args.val_fraction)))
     fit, val = cases[:split], cases[split:]
     stack = {k: np.concatenate([c[k] for c in fit]) for k in ("features", "target", "ml")}
     baseline = measure(val, apply(val, None))

@@ -89,6 +89,11 @@ def compare_command(python: str, baseline: str, followup: str, output_dir: str, 
     return cli_command(python, "compare", *args)
 
 
+def serve_command(python: str) -> list[str]:
+    """The ``smartnet serve --stdio`` command line of the long-lived engine the SMARTNet module reuses."""
+    return cli_command(python, "serve", "--stdio")
+
+
 def models_command(python: str) -> list[str]:
     """The ``smartnet models`` command line (lists bundled and user models)."""
     return cli_command(python, "models")

@@ -15,6 +15,10 @@ With ``--events`` a command writes one JSON object per line on stdout, nothing e
     The last line of a failed command; the exit status is non-zero.
 
 Every stream ends with exactly one ``result`` or ``error`` event.
+
+``smartnet serve --stdio`` adds three framing events: ``{"event": "ready"}`` once it reads requests,
+``{"event": "request", "id": ..., "argv": [...]}`` before a request's own stream and
+``{"event": "done", "id": ..., "returncode": 0}`` after it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-EVENT_TYPES = ("progress", "log", "metrics", "result", "error")
+EVENT_TYPES = ("progress", "log", "metrics", "result", "error", "ready", "request", "done")
 FINAL_EVENTS = ("result", "error")
 
 

@@ -118,6 +118,23 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), card
 
 
+_LOADED: dict[tuple, tuple] = {}  # the one model a long-lived engine keeps (smartnet serve)
+
+
+def load_model_cached(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SmartNet, ModelCard, bool]:
+    """:func:`load_model`, keeping the last model loaded: the same folder (unchanged files) on the same device
+    comes back at once, another model replaces it. The third value says whether it came from the cache."""
+    folder = Path(folder).resolve()
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file())
+    key = (str(folder), str(device), stamp)
+    if key in _LOADED:
+        return (*_LOADED[key], True)
+    _LOADED.clear()  # one model at a time: free the previous one first
+    model, card = load_model(folder, device)
+    _LOADED[key] = (model, card)
+    return model, card, False
+
+
 def _check_state(model: SmartNet, state: dict, folder: Path) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]

@@ -68,8 +68,11 @@ class ProcessRunner:
     "cancelled": bool}`` ends what :meth:`poll` returns.
     """
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 interactive: bool = False) -> None:
+        """``interactive``: the child's stdin is a pipe that :meth:`send` writes to (else it reads nothing)."""
         self.args = [str(a) for a in args]
+        self.interactive = interactive
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
@@ -100,7 +103,8 @@ class ProcessRunner:
             kwargs["start_new_session"] = True
         self._start_time = time.monotonic()
         self.process = subprocess.Popen(
-            self.args, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            self.args, env=self.env, cwd=self.cwd, stdin=subprocess.PIPE if self.interactive else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
         )
         self._threads = [
@@ -111,6 +115,17 @@ class ProcessRunner:
             thread.start()
         threading.Thread(target=self._wait, daemon=True).start()
         return self
+
+    def send(self, line: str) -> None:
+        """Write one line to the child's stdin (``interactive`` runners); OSError when the child is gone."""
+        if not self.interactive or self.process is None or self.process.stdin is None:
+            raise RuntimeError("this runner has no stdin to write to")
+        self.process.stdin.write(line.rstrip("\n") + "\n")
+        self.process.stdin.flush()
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        return list(self._stderr_tail)
 
     def poll(self) -> list[dict[str, Any]]:
         """Events received since the last call (never blocks)."""

@@ -267,3 +267,19 @@ def test_dicom_seg_export_from_the_volume_s_own_dicom_files(scene, tmp_path):
     segmentation = results.segmentation.GetSegmentation()
     shown = sorted(segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments()))
     assert [n.split(" (")[0] for n in shown] == names  # "Subdural (SDH)" in Slicer, "Subdural" in the SEG
+
+
+def test_a_warm_session_keeps_the_model_loaded_between_analyses():
+    import os
+
+    from SMARTNetSlicerLib.engine_session import EngineSession
+
+    world = SceneUnderTest()
+    logic = AnalysisLogic(world.logics, EngineSession(os.environ, warm=True))
+    volume = world.loadVolume(SAMPLE_HEAD, "sample head")
+    try:
+        outcomes = [run_analysis(logic, volume)[0] for _ in range(2)]
+    finally:
+        logic.session.close()
+    assert [o.result["model_was_loaded"] for o in outcomes] == [False, True]
+    assert logic.session.worker.started == 1 and len(logic.resultNodes(volume)) == 3

@@ -58,12 +58,12 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     first_read = round(time.perf_counter() - clock, 3)
 
     from ..inference import Analyzer, resolve_device
-    from ..models import load_model, resolve_model
+    from ..models import load_model_cached, resolve_model
 
     clock = time.perf_counter()
     sink.progress("load", 0.0, "loading model")
     device = resolve_device(args.device)
-    model, card = load_model(resolve_model(args.model), device)
+    model, card, cached = load_model_cached(resolve_model(args.model), device)
     load_seconds = round(time.perf_counter() - clock, 3)
     analyzer = Analyzer(model, card, device)
 
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
                       "findings": {k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
                       "warnings": report["warnings"], "clinical": report["clinical"]})
     sink.progress("done", 1.0, f"{len(cases)} volume(s) analyzed")
-    return {"model": {"name": card.name, "version": card.version}, "device": str(device), "cases": cases}
+    return {"model": {"name": card.name, "version": card.version}, "device": str(device), "cases": cases,
+            "model_was_loaded": cached}
 
 
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,

@@ -70,10 +70,10 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
 def _analyzer(args: argparse.Namespace):
     from ..inference import Analyzer, resolve_device
-    from ..models import load_model, resolve_model
+    from ..models import load_model_cached, resolve_model
 
     device = resolve_device(args.device)
-    model, card = load_model(resolve_model(args.model), device)
+    model, card, _ = load_model_cached(resolve_model(args.model), device)
     return Analyzer(model, card, device)
 
 
