@@ -130,7 +130,8 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
         report = {
             "input": str(path),
             "model": {"name": card.name, "version": card.version, "description": card.summary,
-                      "synthetic_only": card.synthetic_only},
+                      "synthetic_only": card.synthetic_only,
+                      "finding_classifier": analyzer.model.finding_classifier is not None},
             "device": str(analyzer.device),
             "ich_probability": round(analysis.ich_probability, 4),
             "classes": list(card.classes),
