@@ -257,14 +257,7 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateCompareButton()
         if getattr(self, "_modelsRefreshPending", False):
             qt.QTimer.singleShot(0, self.refreshModels)
-        if outcome.status == "cancelled":
-            self.ui.stageLabel.text = _("Cancelled.")
-            return
-        if errorMessage:
-            self.ui.stageLabel.text = _("Failed.")
-            for line in outcome.stderr_tail:
-                self._log(line)
-            slicer.util.errorDisplay(_("Analysis failed: {message}").format(message=errorMessage))
+        if not self._succeeded(outcome, errorMessage, _("Analysis failed: {message}")):
             return
         self._results = results
         self.ui.stageLabel.text = _("Done in {seconds:.1f} s.").format(seconds=outcome.elapsed_s)
@@ -317,20 +310,26 @@ class SMARTNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = False
         self._updateCompareButton()
         self._updateApplyButton()
-        if outcome.status == "cancelled":
-            self.ui.stageLabel.text = _("Cancelled.")
-            return
-        if errorMessage:
-            self.ui.stageLabel.text = _("Failed.")
-            for line in outcome.stderr_tail:
-                self._log(line)
-            slicer.util.errorDisplay(_("Comparison failed: {message}").format(message=errorMessage))
+        if not self._succeeded(outcome, errorMessage, _("Comparison failed: {message}")):
             return
         self.ui.stageLabel.text = _("Compared in {seconds:.1f} s.").format(seconds=outcome.elapsed_s)
         self.ui.comparisonSummaryLabel.text = analysis_results.comparison_summary(nodes.result)
         self.ui.comparisonTableView.setMRMLTableNode(nodes.table)
         for warning in nodes.result["baseline"]["warnings"] + nodes.result["followup"]["warnings"]:
             self._log(_("Warning: ") + warning)
+
+    def _succeeded(self, outcome, errorMessage: str, failureText: str) -> bool:
+        """Show a cancelled or failed run (``failureText`` has a ``{message}`` field); True when it succeeded."""
+        if outcome.status == "cancelled":
+            self.ui.stageLabel.text = _("Cancelled.")
+            return False
+        if errorMessage:
+            self.ui.stageLabel.text = _("Failed.")
+            for line in outcome.stderr_tail:
+                self._log(line)
+            slicer.util.errorDisplay(failureText.format(message=errorMessage))
+            return False
+        return True
 
     def _importDicomSeg(self, path: str) -> None:
         """Add the exported DICOM SEG to Slicer's DICOM database (the database keeps its own copy)."""

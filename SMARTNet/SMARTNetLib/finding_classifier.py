@@ -1,7 +1,7 @@
 """Naming each finding from anatomy: features of every connected finding and a small network over them.
 
 The segmentation network decides voxel by voxel, from texture; a subtype is a statement about where a bleed
-lies and what shape it has (DESIGN.md, "Facts for synthetic data"): against the inner table as a lens (EDH) or
+lies and what shape it has: against the inner table as a biconvex lens (EDH) or
 a crescent (SDH), in the ventricles (IVH), in sulci and cisterns (SAH), in the parenchyma (IPH). This module
 measures each connected finding of the label map on the canonical grid (HU, size, thickness, shape, distance
 to bone, what surrounds it, where it lies in the head, and the segmentation's own votes) and a small MLP

@@ -111,27 +111,16 @@ class AnalysisLogic(EngineClient):
                                                   output_format="dicom-seg" if dicomFiles else None)
             inputVolumeID = inputVolume.GetID()
 
-            def finished(outcome: Any) -> None:
-                results, error = None, ""
-                try:
-                    if outcome.succeeded:
-                        results = self.loadResults(self.scene.GetNodeByID(inputVolumeID), outcome.result)
-                        name = (results.report.get("files") or {}).get("dicom_seg")  # absent: nothing found
-                        if dicomSegFolder and name:
-                            os.makedirs(dicomSegFolder, exist_ok=True)
-                            results.dicomSeg = shutil.copy2(os.path.join(outputDir, name),
-                                                            os.path.join(dicomSegFolder, name))
-                    elif outcome.status != "cancelled":
-                        error = outcome.message
-                except Exception as err:  # shown to the user; the GUI must leave its running state
-                    error = str(err)
-                    logging.exception("SMART-Net: loading results failed")
-                finally:
-                    shutil.rmtree(tempDir, ignore_errors=True)
-                if onFinished:
-                    onFinished(outcome, results, error)
+            def load(outcome: Any) -> AnalysisNodes:
+                results = self.loadResults(self.scene.GetNodeByID(inputVolumeID), outcome.result)
+                name = (results.report.get("files") or {}).get("dicom_seg")  # absent: nothing found
+                if dicomSegFolder and name:
+                    os.makedirs(dicomSegFolder, exist_ok=True)
+                    results.dicomSeg = shutil.copy2(os.path.join(outputDir, name), os.path.join(dicomSegFolder, name))
+                return results
 
-            self.session.start(args, onEvent=onEvent, onFinished=finished, task="analysis")
+            self.session.start(args, onEvent=onEvent, onFinished=loadThenClean(load, tempDir, onFinished),
+                               task="analysis")
         except Exception:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
@@ -249,6 +238,30 @@ class AnalysisLogic(EngineClient):
             position = world
         for sliceNode in nodesByClass(self.scene, "vtkMRMLSliceNode"):
             sliceNode.JumpSliceByCentering(*position)
+
+
+def loadThenClean(load: Callable[[Any], Any], tempDir: str,
+                  onFinished: Callable[[Any, Any, str], None] | None) -> Callable[[Any], None]:
+    """The engine session's ``onFinished`` for a run into ``tempDir``: ``load(outcome)`` after a success, then
+    ``tempDir`` removed in every case, then ``onFinished(outcome, loaded or None, errorMessage)`` (the message is
+    empty on success and on cancel)."""
+
+    def finished(outcome: Any) -> None:
+        loaded, error = None, ""
+        try:
+            if outcome.succeeded:
+                loaded = load(outcome)
+            elif outcome.status != "cancelled":
+                error = outcome.message
+        except Exception as err:  # shown to the user; the GUI must leave its running state
+            error = str(err)
+            logging.exception("SMART-Net: loading the engine's results failed")
+        finally:
+            shutil.rmtree(tempDir, ignore_errors=True)
+        if onFinished:
+            onFinished(outcome, loaded, error)
+
+    return finished
 
 
 def markResult(scene: Any, node: Any, role: str, inputVolume: Any) -> None:

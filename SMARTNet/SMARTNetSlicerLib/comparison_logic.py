@@ -8,7 +8,6 @@ replaces them and an analysis of the same volume leaves them alone.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +18,15 @@ from typing import Any
 from SMARTNetLib import analysis_results, engine_command
 from SMARTNetLib.errors import SmartNetError
 
-from .analysis_logic import AnalysisLogic, loadSegmentation, markResult, removeWithHelpers, resultNodes, textTable
+from .analysis_logic import (
+    AnalysisLogic,
+    loadSegmentation,
+    loadThenClean,
+    markResult,
+    removeWithHelpers,
+    resultNodes,
+    textTable,
+)
 from .engine_session import EngineClient, EngineSession
 
 ROLES = ("comparison-segmentation", "comparison-table")
@@ -69,22 +76,11 @@ class ComparisonLogic(EngineClient):
                                                   model, device)
             ids = (priorVolume.GetID(), currentVolume.GetID())
 
-            def finished(outcome: Any) -> None:
-                nodes, error = None, ""
-                try:
-                    if outcome.succeeded:
-                        nodes = self.loadComparison(*(self.scene.GetNodeByID(i) for i in ids), outputDir)
-                    elif outcome.status != "cancelled":
-                        error = outcome.message
-                except Exception as err:  # shown to the user; the GUI must leave its running state
-                    error = str(err)
-                    logging.exception("SMART-Net: loading the comparison failed")
-                finally:
-                    shutil.rmtree(tempDir, ignore_errors=True)
-                if onFinished:
-                    onFinished(outcome, nodes, error)
+            def load(outcome: Any) -> ComparisonNodes:
+                return self.loadComparison(*(self.scene.GetNodeByID(i) for i in ids), outputDir)
 
-            self.session.start(args, onEvent=onEvent, onFinished=finished, task="comparison")
+            self.session.start(args, onEvent=onEvent, onFinished=loadThenClean(load, tempDir, onFinished),
+                               task="comparison")
         except Exception:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
