@@ -18,8 +18,8 @@
 # 7. float16 weights copied into SMARTNet/SMARTNetLib/bundled_models/smartnet-default with a plain-spoken card;
 #    temperature scaling and the input-familiarity threshold fitted on 40 calibration volumes of the training
 #    generator (scripts/calibrate_model.py); the finding classifier (2.1.0: each connected finding named from
-#    anatomy, or removed as not a bleed) trained on 200 more volumes of the training generator
-#    (scripts/train_finding_classifier.py, about 25 min); then benchmarks/evaluate_model.py on the in-generator test set,
+#    anatomy, or removed as not a bleed) trained on 300 more volumes of the training generator
+#    (scripts/train_finding_classifier.py, about 40 min); then benchmarks/evaluate_model.py on the in-generator test set,
 #    the held-out generator, the real head with held-out bleeds and the real normal head.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ $SMARTNET train --datalist "$WORK/data-randomised/datalist.json" --base-model "$
   --seed 3 --name smartnet-default --output "$WORK/smartnet-default-2-3d" --events > "$WORK/train-randomised-3d.log"
 .venv/bin/python scripts/bundle_model.py "$WORK/smartnet-default-2-3d" --version 2.1.0  # 2.0.0 had no finding classifier
 .venv/bin/python scripts/calibrate_model.py SMARTNet/SMARTNetLib/bundled_models/smartnet-default --n 40
-.venv/bin/python scripts/train_finding_classifier.py SMARTNet/SMARTNetLib/bundled_models/smartnet-default --n 200 \
+.venv/bin/python scripts/train_finding_classifier.py SMARTNet/SMARTNetLib/bundled_models/smartnet-default --n 300 \
   --cache "$WORK/fc-cache"
 .venv/bin/python benchmarks/evaluate_model.py --model smartnet-default --n 40 --n-heldout 30 --n-real-host 10 \
   --cache "$WORK/eval-cache" --update-card

@@ -95,13 +95,17 @@ def _features(mask: np.ndarray, hu: np.ndarray, votes: np.ndarray, confidence: n
     inside = hu[mask]
     n = int(mask.sum())
     ml = n * float(np.prod(spacing)) / 1000
-    depth_inside = ndimage.distance_transform_edt(mask, sampling=spacing)[mask]
+    # Distances inside the finding and to its 3 mm shell need only the finding's box plus that much: the same
+    # values as on the whole crop, at a fraction of the cost (the crop's 12 mm margin is for the bone distance).
+    near = _around(mask, np.ceil(SHELL_MM / spacing).astype(int) + 1)
+    near_mask = mask[near]
+    depth_inside = ndimage.distance_transform_edt(near_mask, sampling=spacing)[near_mask]
     bone = hu > BONE_HU
     to_bone = (ndimage.distance_transform_edt(~bone, sampling=spacing)[mask] if bone.any()
                else np.full(n, MARGIN_MM, np.float32))
     to_bone = np.minimum(to_bone, MARGIN_MM)
-    shell = (ndimage.distance_transform_edt(~mask, sampling=spacing) <= SHELL_MM) & ~mask
-    around = hu[shell] if shell.any() else inside
+    shell = (ndimage.distance_transform_edt(~near_mask, sampling=spacing) <= SHELL_MM) & ~near_mask
+    around = hu[near][shell] if shell.any() else inside
     soft = around[(around > -100) & (around < 100)]
     points = np.argwhere(mask) * spacing + offset_mm  # (z, y, x) mm
     centre = points.mean(axis=0)
@@ -126,6 +130,12 @@ def _features(mask: np.ndarray, hu: np.ndarray, votes: np.ndarray, confidence: n
         float(np.sqrt((relative ** 2).sum())),
         *[float(v) for v in vote], float(confidence.mean()), float(confidence.max()),
     ]
+
+
+def _around(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels per axis, within the array."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, mask.shape))
 
 
 class FindingNet(nn.Module):
