@@ -107,7 +107,7 @@ def test_segmentation_file_segments_and_values(tmp_path, tiny_model, ct_file):
     assert report["model"] == {"name": "tiny-test", "version": "0.0.1",
                                "description": "Random weights for tests (epidural, intraparenchymal, "
                                               "intraventricular, subarachnoid, subdural)",
-                               "synthetic_only": True}
+                               "synthetic_only": True, "finding_classifier": False}
     assert set(report["timing_s"]) >= {"read", "preprocess", "inference_2d", "inference_3d", "write", "load_model"}
     assert "device" in report and report["files"]["segmentation"] == "segmentation.seg.nrrd"
 

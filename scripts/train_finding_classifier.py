@@ -4,9 +4,10 @@ The model analyses ``make_case(seed, size="full", host="mixed", style="randomise
 neither its training (data sets 2024 and 2026), its calibration (700000+) nor the tests (900000+, 5000000+,
 6000000+) use. Each connected finding of its label map is measured and given the truth it overlaps: a subtype
 (the most common true label inside it) or background (a false positive). The last ``--val-fraction`` of the
-cases is the validation split: it picks the number of epochs and ``drop_probability`` (the background
-probability above which a finding is removed: the value, of those tried, with the least false-positive plus
-missed volume in mL) and gives the figures stored in the card. The held-out generator is never looked at here.
+cases is the validation split: it picks the number of epochs (the fewest that reach the best finding-level
+subtype accuracy of all trials) and then ``drop_probability`` (the background probability above which a finding
+is removed: the value, of those tried, with the least false-positive plus missed volume in mL), and gives the
+figures stored in the card. The held-out generator is never looked at here.
 
     python scripts/train_finding_classifier.py MODEL_DIR [--n 300] [--seed 810000] [--cache DIR]
 """
