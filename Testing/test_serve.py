@@ -47,8 +47,8 @@ def test_two_analyses_share_one_loaded_model_and_a_bad_request_is_contained(tiny
     grouped = requests_of(events)
     first, missing, second, recursive = (grouped[i] for i in (1, 2, 3, 4))
     assert first[-1] == {"event": "done", "id": 1, "returncode": 0}
-    assert first[-2]["event"] == "result" and first[-2]["model_was_loaded"] is False
-    assert second[-2]["event"] == "result" and second[-2]["model_was_loaded"] is True  # kept from request 1
+    assert first[-2]["event"] == "result" and first[-2]["model_reused"] is False
+    assert second[-2]["event"] == "result" and second[-2]["model_reused"] is True  # kept from request 1
     assert any(e["event"] == "progress" for e in second)
     for name in ("a", "b"):
         assert (tmp_path / name / "report.json").is_file()
@@ -76,4 +76,4 @@ def test_another_model_replaces_the_loaded_one(tiny_model, tmp_path):
                          None, "--preload", str(tiny_model))
     assert proc.returncode == 0, proc.stderr
     results = {k: v[-2] for k, v in requests_of(events).items()}
-    assert [results[k]["model_was_loaded"] for k in "abc"] == [True, False, True]
+    assert [results[k]["model_reused"] for k in "abc"] == [True, False, True]

@@ -41,11 +41,11 @@ def test_analyses_reuse_one_served_engine_and_survive_cancel_and_crash(tiny_mode
 
     first, events = run(session, analyze("a"))
     assert first.succeeded, first.message
-    assert first.result["command"] == "analyze" and first.result["model_was_loaded"] is False
+    assert first.result["command"] == "analyze" and first.result["model_reused"] is False
     assert any(e["event"] == "progress" for e in events) and not any(e["event"] == "done" for e in events)
     worker = session.worker.runner
     second, _ = run(session, analyze("b"))
-    assert second.succeeded and second.result["model_was_loaded"] is True
+    assert second.succeeded and second.result["model_reused"] is True
     assert session.worker.runner is worker and session.worker.started == 1  # the same process
     assert (tmp_path / "b" / "report.json").is_file()
 

@@ -281,5 +281,5 @@ def test_a_warm_session_keeps_the_model_loaded_between_analyses():
         outcomes = [run_analysis(logic, volume)[0] for _ in range(2)]
     finally:
         logic.session.close()
-    assert [o.result["model_was_loaded"] for o in outcomes] == [False, True]
+    assert [o.result["model_reused"] for o in outcomes] == [False, True]
     assert logic.session.worker.started == 1 and len(logic.resultNodes(volume)) == 3

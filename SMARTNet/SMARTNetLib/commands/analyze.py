@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
                       "warnings": report["warnings"], "clinical": report["clinical"]})
     sink.progress("done", 1.0, f"{len(cases)} volume(s) analyzed")
     return {"model": {"name": card.name, "version": card.version}, "device": str(device), "cases": cases,
-            "model_was_loaded": cached}
+            "model_reused": cached}
 
 
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
