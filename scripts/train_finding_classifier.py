@@ -120,9 +120,7 @@ def apply(cases: list[dict], classifier: FindingClassifier | None) -> list[np.nd
         if classifier is None or not len(case["features"]):
             out.append(case["labels"])
             continue
-        probs = classifier.probabilities(case["features"])
-        names = np.where(probs[:, 0] > classifier.drop_probability, 0, VALUES[np.argmax(probs[:, 1:], axis=1)])
-        out.append(np.concatenate([[0], names]).astype(np.uint8)[case["components"]])
+        out.append(classifier.relabel_components(case["components"], case["features"], VALUES))
     return out
 
 

@@ -191,7 +191,12 @@ class FindingClassifier:
         components, count = find_components(labels)
         if count == 0:
             return labels
-        probs = self.probabilities(component_features(hu, labels, confidence, spacing_zyx, components, count))
+        features = component_features(hu, labels, confidence, spacing_zyx, components, count)
+        return self.relabel_components(components, features, values).astype(labels.dtype)
+
+    def relabel_components(self, components: np.ndarray, features: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The label map of ``components`` (findings 1..N with ``features`` (N, F)): each finding its most likely
+        class's label value, 0 where background is more likely than ``drop_probability``."""
+        probs = self.probabilities(features)
         names = np.where(probs[:, 0] > self.drop_probability, 0, values[np.argmax(probs[:, 1:], axis=1)])
-        lookup = np.concatenate([[0], names]).astype(labels.dtype)
-        return lookup[components]
+        return np.concatenate([[0], names]).astype(np.uint8)[components]
