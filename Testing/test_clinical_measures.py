@@ -55,8 +55,15 @@ def test_ich_score_imaging_items_take_only_what_the_image_shows():
     items = ich_score_imaging({"intraparenchymal": {"volume_ml": 31.0}, "intraventricular": {"volume_ml": 0.0}})
     assert (items["volume_ge_30_ml"], items["intraventricular_blood"], items["infratentorial_origin"]) == (
         True, False, None)
-    assert "tentorium" in items["not_measured"]["infratentorial_origin"]
+    assert "not located" in items["not_measured"]["infratentorial_origin"]
     assert "never" in items["not_measured"]["age_and_gcs"]
+    located = [{"compartment": "supratentorial"}, {"compartment": "infratentorial"}]
+    assert ich_score_imaging({"intraparenchymal": {"volume_ml": 31.0}}, located)["infratentorial_origin"] is True
+    assert ich_score_imaging({"intraparenchymal": {"volume_ml": 31.0}}, located[:1])["infratentorial_origin"] is False
+    unlocated = [{"compartment": None, "not_measured": "no septum pellucidum to anchor the head frame"}]
+    unknown = ich_score_imaging({"intraparenchymal": {"volume_ml": 5.0}}, unlocated)
+    assert unknown["infratentorial_origin"] is None and "septum" in unknown["not_measured"]["infratentorial_origin"]
+    assert ich_score_imaging({"intraparenchymal": {"volume_ml": 0.0}}, [])["infratentorial_origin"] is False
     binary = ich_score_imaging({"hemorrhage": {"volume_ml": 50.0}})  # a model without subtypes
     assert binary["volume_ge_30_ml"] is None and binary["intraventricular_blood"] is None
 
@@ -67,10 +74,15 @@ def test_report_table_and_summary_carry_them(tmp_path, tiny_model, ct_file):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     clinical = report["clinical"]
-    assert set(clinical) == {"abc2_intraparenchymal", "ich_score_imaging"}
+    assert set(clinical) == {"abc2_intraparenchymal", "location_intraparenchymal", "midline_shift",
+                             "ich_score_imaging"}
+    shift = clinical["midline_shift"]
+    assert shift["measurable"] is True or shift["reason"], shift  # a measurement or a reason, never silence
+    assert len(clinical["location_intraparenchymal"]) == len(clinical["abc2_intraparenchymal"])
     iph_ml = report["findings"]["intraparenchymal"]["volume_ml"]
     parts = clinical["abc2_intraparenchymal"]
     assert sum(f["segmented_ml"] for f in parts) <= iph_ml + 0.01 * len(parts)  # each rounded to 0.01 mL
     assert "ICH score imaging items" in proc.stdout
     rows = [r[0] for r in findings_table(report)[1]]
-    assert "ICH score: infratentorial origin" in rows
+    assert "ICH score: infratentorial origin" in rows and "Midline shift" in rows
+    assert "Midline shift:" in proc.stdout

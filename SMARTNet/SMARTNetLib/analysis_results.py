@@ -162,6 +162,50 @@ def findings(report: Mapping[str, Any]) -> list[Finding]:
     return result
 
 
+def yes_no(value: bool | None) -> str:
+    return "not measured" if value is None else ("yes" if value else "no")
+
+
+def location_text(finding: Mapping[str, Any]) -> str:
+    """'deep (basal ganglia), left, with ventricular extension', or why the finding was not located."""
+    if not finding.get("region"):
+        extension = ", with ventricular extension" if finding.get("intraventricular_extension") else ""
+        return f"not located ({finding.get('not_measured', 'no head frame')}){extension}"
+    side = finding.get("side")
+    text = finding["region"] + (f", {side}" if side and side != "midline" else (", midline" if side else ""))
+    return text + (", with ventricular extension" if finding.get("intraventricular_extension") else "")
+
+
+def midline_shift_text(shift: Mapping[str, Any]) -> str:
+    """'3.2 mm to the left' or 'not measurable: <reason>'."""
+    if not shift.get("measurable"):
+        return f"not measurable: {shift.get('reason', 'unknown')}"
+    if shift.get("direction") in ("left", "right"):
+        return f"{shift['shift_mm']:.1f} mm to the {shift['direction']}"
+    return f"{shift['shift_mm']:.1f} mm"
+
+
+def clinical_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The clinical measures as (name, value, volume) rows: ABC/2 and location of each intraparenchymal
+    finding, midline shift, the ICH score's imaging items."""
+    clinical = report.get("clinical") or {}
+    rows = []
+    for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1):
+        rows.append((f"ABC/2, intraparenchymal finding {n}", f"{f['a_mm']:.0f} x {f['b_mm']:.0f} x {f['c_mm']:.0f} mm",
+                     _fmt_volume(f["abc2_ml"])))
+    for n, f in enumerate(clinical.get("location_intraparenchymal") or [], start=1):
+        rows.append((f"Location, intraparenchymal finding {n}", location_text(f), ""))
+    shift = clinical.get("midline_shift") or {}
+    if shift:
+        rows.append(("Midline shift", midline_shift_text(shift), ""))
+    items = clinical.get("ich_score_imaging") or {}
+    if items.get("volume_ge_30_ml") is not None:
+        rows.append(("ICH score: volume >= 30 mL", yes_no(items["volume_ge_30_ml"]), ""))
+        rows.append(("ICH score: intraventricular blood", yes_no(items.get("intraventricular_blood")), ""))
+        rows.append(("ICH score: infratentorial origin", yes_no(items.get("infratentorial_origin")), ""))
+    return rows
+
+
 def findings_table(report: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, str, str]]]:
     """Header and rows (all text) of the results table.
 
@@ -172,15 +216,7 @@ def findings_table(report: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tup
              _fmt_volume(report.get("total_volume_ml")))]
     for f in findings(report):
         rows.append((f.display_name, _fmt_probability(f.probability), _fmt_volume(f.volume_ml)))
-    clinical = report.get("clinical") or {}
-    for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1):
-        rows.append((f"ABC/2, intraparenchymal finding {n}", f"{f['a_mm']:.0f} x {f['b_mm']:.0f} x {f['c_mm']:.0f} mm",
-                     _fmt_volume(f["abc2_ml"])))
-    items = clinical.get("ich_score_imaging") or {}
-    if items.get("volume_ge_30_ml") is not None:
-        rows.append(("ICH score: volume >= 30 mL", "yes" if items["volume_ge_30_ml"] else "no", ""))
-        rows.append(("ICH score: intraventricular blood", "yes" if items.get("intraventricular_blood") else "no", ""))
-        rows.append(("ICH score: infratentorial origin", "not measured", ""))
+    rows += clinical_rows(report)
     model = report.get("model") or {}
     rows.append(("Model", str(model.get("name", "")), ""))
     rows.append(("Model version", str(model.get("version", "")), ""))

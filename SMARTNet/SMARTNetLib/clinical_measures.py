@@ -9,9 +9,9 @@ Kothari's weighting counts about 1.37 of the 2 semi-axes, so it gives about 0.65
 (it was fitted to irregular bleeds). Both are reported, so that users compare with the bedside variant they use.
 
 The ICH score (Hemphill et al., Stroke 2001) has three imaging items: ICH volume >= 30 mL, intraventricular
-blood, infratentorial origin. The first two come from the segmentation. Infratentorial origin needs the
-tentorium's position, which this release does not locate: it is reported as not measured. Age and GCS are
-not image findings and are never guessed.
+blood, infratentorial origin. The first two come from the segmentation; the third from each intraparenchymal
+finding's location (:mod:`.location`, in the head frame of :mod:`.midline`). Age and GCS are not image findings
+and are never guessed. Midline shift (:mod:`.midline`) is measured when hemorrhage was segmented.
 """
 
 from __future__ import annotations
@@ -78,25 +78,55 @@ def abc2(mask: sitk.Image) -> list[dict]:
     return sorted(results, key=lambda r: -r["segmented_ml"])
 
 
-def ich_score_imaging(findings: dict[str, dict]) -> dict:
-    """The ICH score's imaging items from the report's findings (class name -> {volume_ml, ...})."""
+def ich_score_imaging(findings: dict[str, dict], locations: list[dict] | None = None) -> dict:
+    """The ICH score's imaging items from the report's findings (class name -> {volume_ml, ...}) and the
+    intraparenchymal findings' locations (:func:`location.locate_findings`; None: not located)."""
     def volume(name: str) -> float | None:
         return float(findings[name]["volume_ml"]) if name in findings else None
 
     iph, ivh = volume("intraparenchymal"), volume("intraventricular")
+    not_measured = {"age_and_gcs": "not image findings: never taken from the scan"}
+    infratentorial = None
+    if iph is not None and not locations:
+        infratentorial = False if iph == 0 else None
+    elif locations:
+        regions = [f.get("compartment") for f in locations]
+        if "infratentorial" in regions:
+            infratentorial = True
+        elif None not in regions:
+            infratentorial = False
+    if iph is not None and infratentorial is None:
+        reasons = {f.get("not_measured") for f in locations or []} - {None}
+        not_measured["infratentorial_origin"] = "; ".join(sorted(reasons)) or "the findings were not located"
     return {
         "volume_ge_30_ml": None if iph is None else iph >= ICH_SCORE_VOLUME_ML,
         "intraparenchymal_volume_ml": iph,
         "intraventricular_blood": None if ivh is None else ivh > 0,
-        "infratentorial_origin": None,
-        "not_measured": {"infratentorial_origin": "needs the tentorium's position, which this release does not "
-                                                  "locate",
-                         "age_and_gcs": "not image findings: never taken from the scan"},
+        "infratentorial_origin": infratentorial,
+        "not_measured": not_measured,
     }
 
 
-def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_values: dict[str, int]) -> dict:
-    """ABC/2 of each intraparenchymal finding and the ICH score's imaging items, for ``report.json``."""
-    iph = label_values.get("intraparenchymal")
+def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_values: dict[str, int],
+                      ct: sitk.Image | None = None) -> dict:
+    """ABC/2, location and ventricular extension of each intraparenchymal finding, midline shift (with ``ct``,
+    when hemorrhage was segmented) and the ICH score's imaging items, for ``report.json``."""
+    from .location import locate_findings
+    from .midline import find_head_anatomy
+
+    iph, ivh = label_values.get("intraparenchymal"), label_values.get("intraventricular")
+    segmented = bool(sitk.GetArrayViewFromImage(labels).any())
+    anatomy, midline = None, {"measurable": False, "reason": "not assessed: no hemorrhage segmented"}
+    if ct is None:
+        midline = {"measurable": False, "reason": "not assessed: no CT given"}
+    elif segmented:
+        try:
+            anatomy = find_head_anatomy(ct)
+            midline = anatomy.midline_shift()
+        except (ValueError, RuntimeError) as exc:
+            midline = {"measurable": False, "reason": f"the skull's symmetry plane was not found ({exc})"}
+    locations = locate_findings(labels, anatomy, iph, ivh) if iph is not None and ct is not None else []
     return {"abc2_intraparenchymal": abc2(labels == iph) if iph is not None else [],
-            "ich_score_imaging": ich_score_imaging(findings)}
+            "location_intraparenchymal": locations,
+            "midline_shift": midline,
+            "ich_score_imaging": ich_score_imaging(findings, locations if ct is not None else None)}

@@ -40,23 +40,25 @@ class Registration:
                 "mattes_mutual_information": round(self.metric, 4), "iterations": self.iterations}
 
 
-def _prepared(image: sitk.Image) -> sitk.Image:
+def _prepared(image: sitk.Image, hu_range: tuple[float, float] = HU_RANGE,
+              spacing_mm: float = WORKING_SPACING_MM) -> sitk.Image:
     """HU clamped to brain-to-bone and shifted to start at 0 (the moments initialiser weighs by intensity, and
     negative air would pull the centre away from the head), on an isotropic working grid of
     ``WORKING_SPACING_MM``: thick-slice scans (5 mm) would otherwise keep only a few slices on the coarse pyramid
     levels, as SimpleITK shrinks every axis by the same factor, and the rotation would not be found."""
-    hu = sitk.Clamp(sitk.Cast(image, sitk.sitkFloat32), sitk.sitkFloat32, *HU_RANGE) - HU_RANGE[0]
-    hu = sitk.SmoothingRecursiveGaussian(hu, WORKING_SPACING_MM / 2)  # against aliasing on the coarser grid
+    hu = sitk.Clamp(sitk.Cast(image, sitk.sitkFloat32), sitk.sitkFloat32, *hu_range) - hu_range[0]
+    hu = sitk.SmoothingRecursiveGaussian(hu, spacing_mm / 2)  # against aliasing on the coarser grid
     extent = [size * spacing for size, spacing in zip(image.GetSize(), image.GetSpacing())]
-    size = [max(int(round(e / WORKING_SPACING_MM)), 1) for e in extent]
-    return sitk.Resample(hu, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [WORKING_SPACING_MM] * 3,
+    size = [max(int(round(e / spacing_mm)), 1) for e in extent]
+    return sitk.Resample(hu, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [spacing_mm] * 3,
                          image.GetDirection(), 0.0, sitk.sitkFloat32)
 
 
-def register_rigid(baseline: sitk.Image, followup: sitk.Image) -> Registration:
-    """Rigid registration of ``followup`` onto ``baseline`` (both CTs in HU), deterministic: no random sampling, a
-    fixed number of threads."""
-    fixed, moving = _prepared(baseline), _prepared(followup)
+def register_rigid(baseline: sitk.Image, followup: sitk.Image, hu_range: tuple[float, float] = HU_RANGE,
+                   spacing_mm: float = WORKING_SPACING_MM) -> Registration:
+    """Rigid registration of ``followup`` onto ``baseline`` (both CTs in HU, looked at in ``hu_range``, on a
+    grid of ``spacing_mm``), deterministic: no random sampling, a fixed number of threads."""
+    fixed, moving = _prepared(baseline, hu_range, spacing_mm), _prepared(followup, hu_range, spacing_mm)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     method = sitk.ImageRegistrationMethod()
@@ -68,8 +70,8 @@ def register_rigid(baseline: sitk.Image, followup: sitk.Image) -> Registration:
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=300,
                                                      relaxationFactor=0.8)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])  # 8, 4 and 2 mm
-    method.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
+    method.SetShrinkFactorsPerLevel([4, 2, 1])  # 8, 4 and 2 mm by default
+    method.SetSmoothingSigmasPerLevel([2 * spacing_mm, spacing_mm, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
     result = method.Execute(fixed, moving)

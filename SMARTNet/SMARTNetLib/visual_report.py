@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.image import imsave
 
+from .analysis_results import clinical_rows
 from .classes import classes_for
 from .rendering3d import render_3d
 from .report_figures import NOTICE, compose_page, key_slices, reorient_lps, total_volume_ml
@@ -155,6 +156,11 @@ def _html(report: dict, classes, images: dict[str, bytes | None], note: str | No
         parts.append(f"<div class='note'>{e(note or '3D view unavailable')}</div>")
     parts.append("<div><table><tr><th>Finding</th><th>Probability</th><th>Volume (mL)</th></tr>" + "".join(rows)
                  + "</table>")
+    clinical = clinical_rows(report)
+    if clinical:
+        parts.append("<h3>Clinical measures</h3><table>" + "".join(
+            f"<tr><td>{e(name)}</td><td>{e(value)}</td><td>{e(volume)}</td></tr>" for name, value, volume in clinical)
+            + "</table>")
     parts.append(f"<p>Model: {e(str(model.get('name', '?')))} {e(str(model.get('version', '')))}</p>")
     if model.get("description"):
         parts.append(f"<p>{e(str(model['description']))}</p>")

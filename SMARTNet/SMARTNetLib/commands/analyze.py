@@ -146,7 +146,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
                             "threshold": card.familiarity.get("threshold")},
             "input_series": dicom.report() if dicom is not None else None,
             "clinical": clinical_measures(analysis.labels, analysis.findings,
-                                          {c.name: c.label_value for c in analyzer.classes}),
+                                          {c.name: c.label_value for c in analyzer.classes}, image),
             "files": files,
         }
         if args.report:
@@ -189,11 +189,17 @@ def clinical_lines(clinical: dict) -> list[str]:
              f"{f['abc2_ml']:.1f} mL (C from all slices: {f['abc2_all_slices_ml']:.1f} mL; segmented "
              f"{f['segmented_ml']:.1f} mL)"
              for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1)]
+    from ..analysis_results import location_text, midline_shift_text, yes_no
+
+    lines += [f"  Location of intraparenchymal finding {n}: {location_text(f)}"
+              for n, f in enumerate(clinical.get("location_intraparenchymal") or [], start=1)]
+    if clinical.get("midline_shift"):
+        lines.append(f"  Midline shift: {midline_shift_text(clinical['midline_shift'])}")
     items = clinical.get("ich_score_imaging") or {}
     if items.get("volume_ge_30_ml") is not None:
-        lines.append(f"  ICH score imaging items: volume >= 30 mL {'yes' if items['volume_ge_30_ml'] else 'no'}, "
-                     f"intraventricular blood {'yes' if items.get('intraventricular_blood') else 'no'}, "
-                     "infratentorial origin not measured")
+        lines.append(f"  ICH score imaging items: volume >= 30 mL {yes_no(items['volume_ge_30_ml'])}, "
+                     f"intraventricular blood {yes_no(items.get('intraventricular_blood'))}, "
+                     f"infratentorial origin {yes_no(items.get('infratentorial_origin'))}")
     return lines
 
 

@@ -213,3 +213,15 @@ def total_displacement(bleeds: list[Bleed], p: np.ndarray) -> np.ndarray:
         if b.push > 0:
             d += b.displacement(p)
     return d
+
+
+def septum_shift_mm(bleeds: list[Bleed], midline_x: float = 0.0) -> float:
+    """Truth for midline shift: the largest displacement (signed, head frame x, + = the patient's left) of the
+    septum pellucidum of a procedural head by the bleeds' mass effect, along its anterior-posterior extent at the
+    level of the foramina of Monro (the septum is the plane x = ``midline_x`` of the undisplaced head)."""
+    q = np.stack([np.full(21, midline_x), np.linspace(-30.0, 12.0, 21), np.full(21, 12.0)]).astype(np.float32)
+    p = q.copy()
+    for _ in range(30):  # p = q + D(p): the point whose pull-back (q = p - D(p)) is the septum
+        p = q + total_displacement(bleeds, p)
+    shifts = p[0] - midline_x
+    return float(shifts[int(np.argmax(np.abs(shifts)))])

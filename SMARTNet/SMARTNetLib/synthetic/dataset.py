@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
-from .bleeds import plan_bleeds, random_subtypes
+from .bleeds import plan_bleeds, random_subtypes, septum_shift_mm
 from .noise import SmoothNoise
 from .phantom import ProceduralHead
 from .randomisation import plan_mimics, randomise_scanner
@@ -95,7 +95,8 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
     if head.hu.falx_calcified:
         confounders.append("calcified falx")
     info = {"host": "procedural", "scanner": geom.describe(), "bleeds": [b.describe() for b in bleeds],
-            "confounders": confounders, "atrophy": round(head.atrophy, 2), **render}
+            "confounders": confounders, "atrophy": round(head.atrophy, 2),
+            "midline_shift_mm": round(septum_shift_mm(bleeds, head.midline_x), 2), **render}
     return _finish(ct, label, info, wanted)
 
 
