@@ -42,7 +42,6 @@ MIN_COMPRESSED_RUN_MM = 1.5  # the other, which a mass may compress
 MIN_DEPTH_MM = 25.0  # the septum lies deep; the interhemispheric fissure near the vertex does not count
 MAX_OFFSET_MM = 25.0
 MIN_VENTRICLE_MM2 = 40.0
-SEPARATE_SPACES = False
 MIN_SEPTUM_MM = 8.0  # shortest septum (anterior-posterior) that counts as found
 SEPTUM_BLOCK = 2
 SEPTUM_LEVELS_USED = 1  # the septum's level and one either side (2 mm each)
@@ -175,9 +174,9 @@ def _peak_offset(profile: np.ndarray, peak: int, start: int, centre_i: float) ->
 
 def septum_samples(image: FrameImage) -> list[tuple[int, int, float]]:
     """(level, row, signed offset in mm) of each septum sample: a ridge of at least ``MIN_PROMINENCE_HU`` between
-    two CSF spaces (one ``MIN_CSF_RUN_MM`` wide, the other at least ``MIN_COMPRESSED_RUN_MM``) that are not one
-    (the two lateral ventricles, unlike the cisterns' ring around the midbrain), each at least
-    ``MIN_VENTRICLE_MM2`` on the level, on profiles across the plane smoothed along the septum."""
+    two CSF spaces (one ``MIN_CSF_RUN_MM`` wide, the other at least ``MIN_COMPRESSED_RUN_MM``), each part of a
+    CSF region of at least ``MIN_VENTRICLE_MM2`` on the level (requiring two separate regions lost the real head's
+    septum, whose ventricles touch through it on the smoothed image), on profiles smoothed along the septum."""
     centre_i = image.centre_i
     reach = int(MAX_OFFSET_MM / ACROSS_MM)
     flank, wall = int(MIN_CSF_RUN_MM / ACROSS_MM), int(MAX_WALL_MM / ACROSS_MM)
@@ -203,7 +202,7 @@ def septum_samples(image: FrameImage) -> list[tuple[int, int, float]]:
                 if not (any(wide) and all(thin)):
                     continue
                 a, b = spaces[j, lo + left], spaces[j, lo + right]
-                if a == 0 or b == 0 or (SEPARATE_SPACES and a == b) or min(sizes[a], sizes[b]) < min_voxels:
+                if a == 0 or b == 0 or min(sizes[a], sizes[b]) < min_voxels:
                     continue
                 offset = _peak_offset(profile, peak, lo, centre_i)
                 if abs(offset) <= MAX_OFFSET_MM and image.depth[k, j, lo + peak] > MIN_DEPTH_MM:
