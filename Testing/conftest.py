@@ -16,6 +16,7 @@ import torch
 from SMARTNetLib.model_card import ARCHITECTURES, ModelCard, Preprocessing
 from SMARTNetLib.models import save_model
 from SMARTNetLib.network import SmartNet
+from SMARTNetLib.synthetic.real_head import load_real_head
 
 torch.set_num_threads(2)
 
@@ -55,6 +56,15 @@ def tiny_model(tmp_path_factory) -> Path:
                                                                                       context_slices=0))
     folder = tmp_path_factory.mktemp("models") / "tiny-test"
     return save_model(SmartNet(card), card, folder)
+
+
+@pytest.fixture(scope="session")
+def real_head() -> sitk.Image:
+    """The real InVesalius normal head CT (Debian's invesalius-examples, read in place)."""
+    image = load_real_head()
+    if image is None:
+        pytest.fail("the InVesalius head is not installed (scripts/setup.sh installs invesalius-examples)")
+    return image
 
 
 @pytest.fixture()

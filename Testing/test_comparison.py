@@ -13,18 +13,9 @@ from conftest import events_of, run_cli
 from SMARTNetLib.classes import SUBTYPES
 from SMARTNetLib.commands.demo import SAMPLE_CT
 from SMARTNetLib.comparison import change, compare_labels, register_rigid, resample_onto
-from SMARTNetLib.synthetic.real_head import load_real_head
 
 MOTION_DEG = (4.0, -3.0, 6.0)
 MOTION_MM = (5.0, -7.0, 3.0)
-
-
-@pytest.fixture(scope="module")
-def head() -> sitk.Image:
-    image = load_real_head()
-    if image is None:
-        pytest.fail("the InVesalius head is not installed (scripts/setup.sh installs invesalius-examples)")
-    return image
 
 
 def with_bleed(head: sitk.Image, radius_mm: float) -> tuple[sitk.Image, sitk.Image]:
@@ -54,8 +45,8 @@ def motion_transform(image: sitk.Image) -> sitk.Euler3DTransform:
     return sitk.Euler3DTransform(centre, *np.radians(MOTION_DEG), MOTION_MM)
 
 
-def test_rigid_registration_recovers_a_known_motion_of_the_real_head(head):
-    ct, _ = with_bleed(head, 12)
+def test_rigid_registration_recovers_a_known_motion_of_the_real_head(real_head):
+    ct, _ = with_bleed(real_head, 12)
     followup = moved(ct, label=False)
     registration = register_rigid(ct, followup)
     truth = motion_transform(ct)  # baseline points to follow-up points, as the registration's transform
@@ -95,14 +86,14 @@ def test_registration_of_thick_slices_is_accurate_whatever_the_thread_count():
     assert np.degrees(found[0].GetParameters()[2]) == pytest.approx(np.degrees(found[1].GetParameters()[2]), abs=0.05)
 
 
-def test_growing_bleed_is_measured_and_flagged_after_motion(head):
-    base_ct, base_label = with_bleed(head, 12)
-    follow_ct, unmoved_label = with_bleed(head, 16)
+def test_growing_bleed_is_measured_and_flagged_after_motion(real_head):
+    base_ct, base_label = with_bleed(real_head, 12)
+    follow_ct, unmoved_label = with_bleed(real_head, 16)
     follow_ct, follow_label = moved(follow_ct, label=False), moved(unmoved_label, label=True)
     registration = register_rigid(base_ct, follow_ct)
     aligned = resample_onto(follow_label, base_label, registration.transform, label=True)
     result = compare_labels(base_label, follow_label, aligned, list(SUBTYPES))
-    ml = float(np.prod(head.GetSpacing())) / 1000
+    ml = float(np.prod(real_head.GetSpacing())) / 1000
     before = float((sitk.GetArrayViewFromImage(base_label) > 0).sum() * ml)
     after = float((sitk.GetArrayViewFromImage(follow_label) > 0).sum() * ml)
     iph = result["classes"]["intraparenchymal"]
@@ -121,9 +112,9 @@ def test_expansion_definitions():
     assert change(0.0, 2.0)["change_fraction"] is None and change(0.0, 7.0)["expansion_gt_6_ml"] is True
 
 
-def test_smartnet_compare_cli_analyses_both_and_reuses_outputs(head, tmp_path):
-    base_ct, _ = with_bleed(head, 12)
-    follow_ct, _ = with_bleed(head, 16)
+def test_smartnet_compare_cli_analyses_both_and_reuses_outputs(real_head, tmp_path):
+    base_ct, _ = with_bleed(real_head, 12)
+    follow_ct, _ = with_bleed(real_head, 16)
     paths = {}
     for role, image in (("baseline", base_ct), ("followup", moved(follow_ct, label=False))):
         paths[role] = tmp_path / f"{role}.nrrd"

@@ -11,7 +11,6 @@ import SimpleITK as sitk
 from SMARTNetLib.location import compartment, locate_findings, tentorium_superior_mm
 from SMARTNetLib.midline import find_head_anatomy, measure_midline_shift
 from SMARTNetLib.synthetic import make_case
-from SMARTNetLib.synthetic.real_head import load_real_head
 
 IPH, IVH = 2, 3
 
@@ -29,14 +28,6 @@ def test_midline_shift_matches_the_generators_mass_effect(seed):
     if abs(truth) > 2:
         assert shift["direction"] == ("left" if truth > 0 else "right")
     assert shift["ideal_midline"]["method"] in ("falx attachments", "skull symmetry plane")
-
-
-@pytest.fixture(scope="module")
-def real_head() -> sitk.Image:
-    image = load_real_head()
-    if image is None:
-        pytest.fail("the InVesalius head is not installed (scripts/setup.sh installs invesalius-examples)")
-    return image
 
 
 def test_real_normal_head_shift_is_small_and_stays_under_motion(real_head):
