@@ -72,8 +72,8 @@ def summary(rows: list[dict], real: list[dict]) -> dict:
         of_site = [r for r in rows if r["site"] == site]
         if of_site:
             site_errors = [abs(r["error_mm"]) for r in of_site if r["error_mm"] is not None]
-            by_site[site] = {"cases": len(of_site), "region_accuracy": round(np.mean([r["region_correct"]
-                                                                                     for r in of_site]), 3),
+            by_site[site] = {"cases": len(of_site), "region_accuracy": round(float(np.mean([r["region_correct"]
+                                                                                     for r in of_site])), 3),
                              "shift_error_median_mm": round(float(np.median(site_errors)), 2) if site_errors
                              else None}
     shifts = [r["measured_shift_mm"] for r in real if r["measured_shift_mm"] is not None]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .classes import HEMORRHAGE, class_from_segment_name, get_class
-from .errors import SmartNetError
+from SMARTNetLib.classes import HEMORRHAGE, class_from_segment_name, get_class
+from SMARTNetLib.errors import SmartNetError
 
 # Default file names inside an analysis folder (the report's "files" entry overrides them).
 DEFAULT_FILES = {"segmentation": "segmentation.seg.nrrd", "activation": "activation.nrrd", "report": "report.json"}

@@ -15,8 +15,8 @@ import sys
 import threading
 from types import ModuleType
 
-from .errors import SmartNetError
-from .events import EventSink, JsonLinesSink, TerminalSink
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink, JsonLinesSink, TerminalSink
 
 # Sub-commands, in the order ``smartnet --help`` lists them; modules are imported lazily so that
 # ``smartnet models`` does not pay for importing torch.
@@ -34,7 +34,7 @@ def _command_module(name: str) -> ModuleType | None:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     """The argument parser with every available sub-command."""
-    from . import __version__
+    from SMARTNetLib import __version__
 
     parser = argparse.ArgumentParser(
         prog="smartnet", description="SMART-Net intracranial hemorrhage analysis of head CT (research use only)."

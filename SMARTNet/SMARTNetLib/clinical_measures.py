@@ -111,8 +111,8 @@ def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_value
                       ct: sitk.Image | None = None) -> dict:
     """ABC/2, location and ventricular extension of each intraparenchymal finding, midline shift (with ``ct``,
     when hemorrhage was segmented) and the ICH score's imaging items, for ``report.json``."""
-    from .location import locate_findings
-    from .midline import find_head_anatomy
+    from SMARTNetLib.location import locate_findings
+    from SMARTNetLib.midline import find_head_anatomy
 
     iph, ivh = label_values.get("intraparenchymal"), label_values.get("intraventricular")
     segmented = bool(sitk.GetArrayViewFromImage(labels).any())

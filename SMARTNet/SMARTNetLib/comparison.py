@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .classes import HemorrhageClass
+from SMARTNetLib.classes import HemorrhageClass
 
 EXPANSION_ML = 6.0
 EXPANSION_FRACTION = 0.33

@@ -9,8 +9,8 @@ import SimpleITK as sitk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .classes import HemorrhageClass
-from .report_figures import DPI, NOTICE, KeySlice, _head_box, draw_slice, reorient_lps
+from SMARTNetLib.classes import HemorrhageClass
+from SMARTNetLib.report_figures import DPI, NOTICE, KeySlice, _head_box, draw_slice, reorient_lps
 
 
 def comparison_level(baseline_labels: np.ndarray, followup_labels: np.ndarray) -> int:

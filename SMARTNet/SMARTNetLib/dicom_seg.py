@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .classes import CATEGORY, HEMORRHAGE_TYPE, PRIVATE_SCHEME, HemorrhageClass
-from .errors import SmartNetError
+from SMARTNetLib.classes import CATEGORY, HEMORRHAGE_TYPE, PRIVATE_SCHEME, HemorrhageClass
+from SMARTNetLib.errors import SmartNetError
 
 SERIES_DESCRIPTION = "SMART-Net hemorrhage segmentation"
 SERIES_NUMBER = 9901

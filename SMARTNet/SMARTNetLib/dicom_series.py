@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import SmartNetError
+from SMARTNetLib.errors import SmartNetError
 
 TILT_TOLERANCE_DEG = 0.5
 SPACING_TOLERANCE = 0.1  # a slice gap this much (relative) off the median makes the grid irregular

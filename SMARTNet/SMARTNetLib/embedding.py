@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .classes import SUBTYPES, get_class
-from .inference import Analyzer
-from .volume import read_ct, to_canonical
+from SMARTNetLib.classes import SUBTYPES, get_class
+from SMARTNetLib.inference import Analyzer
+from SMARTNetLib.volume import read_ct, to_canonical
 
 NEGATIVE = "negative"
 

@@ -164,7 +164,7 @@ class FindingClassifier:
     @classmethod
     def load(cls, folder: str | Path, settings: dict) -> FindingClassifier:
         """From ``folder/findings.pt`` (a state dict, loaded with ``weights_only=True``) and the card's settings."""
-        from .errors import SmartNetError
+        from SMARTNetLib.errors import SmartNetError
 
         path = Path(folder) / settings.get("file", FINDINGS_FILE)
         if tuple(settings.get("features", FEATURE_NAMES)) != FEATURE_NAMES:

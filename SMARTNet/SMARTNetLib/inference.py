@@ -11,12 +11,12 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from .classes import classes_for
-from .errors import SmartNetError
-from .model_card import ModelCard
-from .network import SmartNet, evidence_of_probabilities
-from .preprocessing import SliceGrid, pool_slabs, prepare_volume, slab_groups, slab_weights, slice_channels
-from .volume import from_canonical, head_width_mm, slice_axis_map, to_canonical, voxel_volume_ml
+from SMARTNetLib.classes import classes_for
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.model_card import ModelCard
+from SMARTNetLib.network import SmartNet, evidence_of_probabilities
+from SMARTNetLib.preprocessing import SliceGrid, pool_slabs, prepare_volume, slab_groups, slab_weights, slice_channels
+from SMARTNetLib.volume import from_canonical, head_width_mm, slice_axis_map, to_canonical, voxel_volume_ml
 
 HEAD_WIDTH_LIMIT_MM = 260.0
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")

@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .midline import HeadAnatomy
+from SMARTNetLib.midline import HeadAnatomy
 
 TENT_APEX = (35.0, -18.0)  # (posterior, superior) mm of the tentorium's apex in the midline
 TENT_LATERAL_SLOPE, TENT_LATERAL_MM = 0.88, 25.0  # it falls to the side, down to -40 mm at 25 mm lateral
@@ -63,7 +63,7 @@ def locate_findings(labels: sitk.Image, anatomy: HeadAnatomy | None, iph_value: 
                     ivh_value: int | None) -> list[dict]:
     """For each intraparenchymal finding (a connected component, largest first, as :func:`clinical_measures.abc2`):
     its region and side, and whether it reaches intraventricular blood (ventricular extension)."""
-    from .clinical_measures import MIN_COMPONENT_ML
+    from SMARTNetLib.clinical_measures import MIN_COMPONENT_ML
 
     arr = sitk.GetArrayViewFromImage(labels)
     components, n = ndimage.label(arr == iph_value, structure=np.ones((3, 3, 3)))

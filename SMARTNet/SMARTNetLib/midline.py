@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .comparison import register_rigid
+from SMARTNetLib.comparison import register_rigid
 
 BONE_HU = (200.0, 1500.0)  # the window the symmetry registration looks at: skull only
 SYMMETRY_SPACING_MM = 4.0  # the falx attachments then set the midline's position on the septum's level

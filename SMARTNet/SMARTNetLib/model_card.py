@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import SUBTYPE_NAMES, classes_for
-from .errors import SmartNetError
+from SMARTNetLib.classes import SUBTYPE_NAMES, classes_for
+from SMARTNetLib.errors import SmartNetError
 
 FORMAT_VERSION = 1
 CARD_FILE = "model.json"

@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import SmartNetError
-from .model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from .models import BUNDLED_DIR, staged_folder, user_models_dir
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from SMARTNetLib.models import BUNDLED_DIR, staged_folder, user_models_dir
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COMPARED = ("val_auc", "val_dice", "val_dice_classes", "val_cases", "val_positive", "val_scored_by")
@@ -56,11 +56,11 @@ def evaluate_on_validation(model: str | Path, datalist: str | Path, val_split: f
     cases drawn with ``seed`` (:func:`~SMARTNetLib.training.datalist.load_datalist`). Volumes are scored
     with the volume classifier, as ``smartnet analyze`` does. Labels are converted to the model's classes.
     """
-    from .inference import resolve_device
-    from .models import load_model, resolve_model
-    from .training.datalist import load_datalist
-    from .training.dataset import ValidationVolume, read_case
-    from .training.metrics import evaluate
+    from SMARTNetLib.inference import resolve_device
+    from SMARTNetLib.models import load_model, resolve_model
+    from SMARTNetLib.training.datalist import load_datalist
+    from SMARTNetLib.training.dataset import ValidationVolume, read_case
+    from SMARTNetLib.training.metrics import evaluate
 
     data = load_datalist(datalist, val_split, seed)
     if not data.validation:

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SmartNetError
-from .model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
 
 if TYPE_CHECKING:
     import torch
 
-    from .network import SmartNet
+    from SMARTNetLib.network import SmartNet
 
 DEFAULT_MODEL = "smartnet-default"
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled_models"
@@ -90,7 +90,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     """Build the network from the card and load the weights safely (``weights_only=True``), in eval mode."""
     import torch
 
-    from .network import SmartNet
+    from SMARTNetLib.network import SmartNet
 
     folder = Path(folder)
     card = ModelCard.load(folder)
@@ -112,7 +112,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     _check_state(model, state, folder)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     if card.findings:
-        from .finding_classifier import FindingClassifier
+        from SMARTNetLib.finding_classifier import FindingClassifier
 
         model.finding_classifier = FindingClassifier.load(folder, card.findings)
     return model.to(device).eval(), card
@@ -183,7 +183,7 @@ def save_model(model: SmartNet, card: ModelCard, folder: str | Path, half: bool 
     with staged_folder(folder) as tmp:
         torch.save(state, tmp / WEIGHTS_FILE)
         if findings is not None:
-            from .finding_classifier import FINDINGS_FILE
+            from SMARTNetLib.finding_classifier import FINDINGS_FILE
 
             torch.save(findings.net.state_dict(), tmp / card.findings.get("file", FINDINGS_FILE))
         card.save(tmp)

@@ -24,10 +24,10 @@ from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .model_card import ModelCard
+from SMARTNetLib.model_card import ModelCard
 
 if TYPE_CHECKING:
-    from .finding_classifier import FindingClassifier
+    from SMARTNetLib.finding_classifier import FindingClassifier
 
 
 class ReconstructionDecoder(nn.Sequential):

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .classes import HemorrhageClass
-from .errors import SmartNetError
+from SMARTNetLib.classes import HemorrhageClass
+from SMARTNetLib.errors import SmartNetError
 
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 REPORT_FILE = "report.json"

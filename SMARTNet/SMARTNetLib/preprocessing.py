@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model_card import WINDOWS, Preprocessing
+from SMARTNetLib.model_card import WINDOWS, Preprocessing
 
 AIR_HU = -1024.0
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import parse_event
+from SMARTNetLib.events import parse_event
 
 # Event the runner adds itself, after the child's last line: the exit status of the child.
 EXIT_EVENT = "exit"

@@ -21,7 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .classes import HemorrhageClass
+from SMARTNetLib.classes import HemorrhageClass
 
 BRAIN_WINDOW = (40.0, 80.0)  # level, width (HU)
 ACTIVATION_CMAP = "hot"

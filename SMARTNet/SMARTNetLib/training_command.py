@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine_command import DEVICES, cli_command
+from SMARTNetLib.engine_command import DEVICES, cli_command
 
 STAGES = ("upstream", "downstream", "all")
 

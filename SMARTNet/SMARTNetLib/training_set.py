@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import HEMORRHAGE_TYPE, SUBTYPES, class_from_segment_name, get_class
+from SMARTNetLib.classes import HEMORRHAGE_TYPE, SUBTYPES, class_from_segment_name, get_class
 
 FORMAT_VERSION = 1
 PROJECT_FILE = "training_set.json"
@@ -461,7 +461,7 @@ def export_case(folder: str | Path, stem: str, ct_kji, ijk_to_ras: Sequence[Sequ
     import numpy as np
     import SimpleITK as sitk
 
-    from .outputs import write_image, write_segmentation
+    from SMARTNetLib.outputs import write_image, write_segmentation
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,10 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.image import imsave
 
-from .analysis_results import clinical_rows
-from .classes import classes_for
-from .rendering3d import render_3d
-from .report_figures import NOTICE, compose_page, key_slices, reorient_lps, total_volume_ml
+from SMARTNetLib.analysis_results import clinical_rows
+from SMARTNetLib.classes import classes_for
+from SMARTNetLib.rendering3d import render_3d
+from SMARTNetLib.report_figures import NOTICE, compose_page, key_slices, reorient_lps, total_volume_ml
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom_series import DicomVolume, choose_series, find_series, read_dicom_folder
-from .errors import SmartNetError
+from SMARTNetLib.dicom_series import DicomVolume, choose_series, find_series, read_dicom_folder
+from SMARTNetLib.errors import SmartNetError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 CANONICAL = "LPS"  # the engine works on volumes whose i, j, k axes point left, posterior, superior

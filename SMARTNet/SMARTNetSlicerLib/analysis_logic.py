@@ -19,9 +19,9 @@ import vtk
 from SMARTNetLib import analysis_results, engine_command
 from SMARTNetLib.errors import SmartNetError
 
-from .engine_session import EngineClient, EngineSession
-from .heat_colors import heatColorNode
-from .scene_context import ModuleLogics, nodesByClass
+from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
+from SMARTNetSlicerLib.heat_colors import heatColorNode
+from SMARTNetSlicerLib.scene_context import ModuleLogics, nodesByClass
 
 DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM scalar volume plugin, slice by slice
 ROLE_ATTRIBUTE = "SMARTNet.Role"

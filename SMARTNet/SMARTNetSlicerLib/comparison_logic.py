@@ -18,16 +18,8 @@ from typing import Any
 from SMARTNetLib import analysis_results, engine_command
 from SMARTNetLib.errors import SmartNetError
 
-from .analysis_logic import (
-    AnalysisLogic,
-    loadSegmentation,
-    loadThenClean,
-    markResult,
-    removeWithHelpers,
-    resultNodes,
-    textTable,
-)
-from .engine_session import EngineClient, EngineSession
+from SMARTNetSlicerLib.analysis_logic import AnalysisLogic, loadSegmentation, loadThenClean, markResult, removeWithHelpers, resultNodes, textTable
+from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
 
 ROLES = ("comparison-segmentation", "comparison-table")
 FOLLOWUP_ATTRIBUTE = "SMARTNet.FollowupVolumeID"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .scene_context import ModuleLogics
+from SMARTNetSlicerLib.scene_context import ModuleLogics
 
 SLICE_MANAGERS = ("vtkMRMLCrosshairDisplayableManager", "vtkMRMLModelSliceDisplayableManager",
                   "vtkMRMLSegmentationsDisplayableManager2D", "vtkMRMLOrientationMarkerDisplayableManager",

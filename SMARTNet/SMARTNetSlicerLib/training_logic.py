@@ -15,8 +15,8 @@ from vtk.util import numpy_support
 from SMARTNetLib import training_command, training_set
 from SMARTNetLib.models import smartnet_home
 
-from .engine_session import EngineClient, EngineSession
-from .scene_context import ModuleLogics, nodesByClass
+from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
+from SMARTNetSlicerLib.scene_context import ModuleLogics, nodesByClass
 
 ROLE_ATTRIBUTE = "SMARTNetTraining.Role"
 CHART_COLUMNS = (("train_loss", "Training loss", (0.8, 0.3, 0.1)),

@@ -7,9 +7,9 @@ import importlib.util
 import time
 from pathlib import Path
 
-from ..analysis_results import sha256_of
-from ..errors import SmartNetError
-from ..events import EventSink, StageProgress
+from SMARTNetLib.analysis_results import sha256_of
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink, StageProgress
 
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")  # inference.EXPLAIN_METHODS, without torch
 HELP = "analyze head CT volumes (NIfTI, NRRD, MHA files or DICOM folders) for intracranial hemorrhage"
@@ -51,14 +51,14 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
             raise SmartNetError("--format dicom-seg needs a DICOM folder as input (a DICOM SEG references its "
                                 "series)", path)
     case_dirs = case_folders(inputs, args.output_dir)
-    from ..volume import read_input
+    from SMARTNetLib.volume import read_input
 
     clock = time.perf_counter()
     first = read_input(inputs[0])  # a bad first input fails before the model is loaded
     first_read = round(time.perf_counter() - clock, 3)
 
-    from ..inference import Analyzer, resolve_device
-    from ..models import load_model_cached, resolve_model
+    from SMARTNetLib.inference import Analyzer, resolve_device
+    from SMARTNetLib.models import load_model_cached, resolve_model
 
     clock = time.perf_counter()
     sink.progress("load", 0.0, "loading model")
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
                 sink: EventSink, timing: dict[str, float], dicom=None) -> dict:
     """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder."""
-    from .. import outputs
-    from ..clinical_measures import clinical_measures
+    from SMARTNetLib import outputs
+    from SMARTNetLib.clinical_measures import clinical_measures
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
                                 progress=lambda f, m: progress(0.05 + 0.85 * f, m))
@@ -111,7 +111,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
         elif args.format == "dicom-seg":
             import SimpleITK as sitk
 
-            from ..dicom_seg import write_dicom_seg
+            from SMARTNetLib.dicom_seg import write_dicom_seg
 
             try:
                 if dicom.resampled:
@@ -150,7 +150,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             "files": files,
         }
         if args.report:
-            from ..visual_report import write_visual_report
+            from SMARTNetLib.visual_report import write_visual_report
 
             heat = next(iter(analysis.activations.values()), None)
             written = write_visual_report(image, analysis.labels, heat, report, stage, warnings=report["warnings"])
@@ -189,7 +189,7 @@ def clinical_lines(clinical: dict) -> list[str]:
              f"{f['abc2_ml']:.1f} mL (C from all slices: {f['abc2_all_slices_ml']:.1f} mL; segmented "
              f"{f['segmented_ml']:.1f} mL)"
              for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1)]
-    from ..analysis_results import location_text, midline_shift_text, yes_no
+    from SMARTNetLib.analysis_results import location_text, midline_shift_text, yes_no
 
     lines += [f"  Location of intraparenchymal finding {n}: {location_text(f)}"
               for n, f in enumerate(clinical.get("location_intraparenchymal") or [], start=1)]
@@ -205,7 +205,7 @@ def clinical_lines(clinical: dict) -> list[str]:
 
 def list_series(inputs: list[Path]) -> dict:
     """The image series of each DICOM folder, the one that would be analyzed first."""
-    from ..dicom_series import choose_series, find_series
+    from SMARTNetLib.dicom_series import choose_series, find_series
 
     folders = []
     for path in inputs:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..analysis_results import sha256_of
-from ..errors import SmartNetError
-from ..events import EventSink, StageProgress
+from SMARTNetLib.analysis_results import sha256_of
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink, StageProgress
 
 HELP = "compare a follow-up head CT with the baseline: rigid registration, volume change, hematoma expansion"
 COMPARISON_FILE = "comparison.json"
@@ -28,8 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
-    from .. import outputs
-    from ..comparison import compare_labels, register_rigid, resample_onto
+    from SMARTNetLib import outputs
+    from SMARTNetLib.comparison import compare_labels, register_rigid, resample_onto
 
     for path in (args.baseline, args.followup):
         if not path.exists():
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     result = {"baseline": _summary(scans["baseline"]), "followup": _summary(scans["followup"]),
               "registration": registration.describe(), **numbers,
               "files": {"comparison": COMPARISON_FILE, "figure": FIGURE_FILE, "followup_in_baseline": ALIGNED_FILE}}
-    from ..comparison_figure import write_comparison_figure
+    from SMARTNetLib.comparison_figure import write_comparison_figure
 
     with outputs.write_errors(args.output_dir), outputs.staged_output(args.output_dir) as stage:
         outputs.write_segmentation(stage / ALIGNED_FILE, aligned, classes)
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
 
 def _analyzer(args: argparse.Namespace):
-    from ..inference import Analyzer, resolve_device
-    from ..models import load_model_cached, resolve_model
+    from SMARTNetLib.inference import Analyzer, resolve_device
+    from SMARTNetLib.models import load_model_cached, resolve_model
 
     device = resolve_device(args.device)
     model, card, _ = load_model_cached(resolve_model(args.model), device)
@@ -79,8 +79,8 @@ def _analyzer(args: argparse.Namespace):
 
 def _analyzed(analyzer, path: Path, folder: Path, progress: StageProgress, sink: EventSink) -> dict:
     """Analyze one CT into ``folder`` exactly as ``smartnet analyze`` does."""
-    from ..volume import read_input
-    from .analyze import analyze_one
+    from SMARTNetLib.volume import read_input
+    from SMARTNetLib.commands.analyze import analyze_one
 
     progress(0.0, f"reading {path.name}")
     image, dicom = read_input(path)
@@ -92,8 +92,8 @@ def _analyzed(analyzer, path: Path, folder: Path, progress: StageProgress, sink:
 
 def _reused(folder: Path) -> dict:
     """An earlier ``smartnet analyze`` output: its report, its checked segmentation and its input CT."""
-    from ..analysis_results import read_report, result_files, verify_files
-    from ..volume import read_input
+    from SMARTNetLib.analysis_results import read_report, result_files, verify_files
+    from SMARTNetLib.volume import read_input
 
     report = read_report(folder / "report.json")
     verify_files(folder, report)
@@ -119,7 +119,7 @@ def _read_labels(path: Path):
 
 
 def _classes(baseline: dict, followup: dict):
-    from ..classes import classes_for
+    from SMARTNetLib.classes import classes_for
 
     if list(baseline["classes"]) != list(followup["classes"]):
         raise SmartNetError(f"the two analyses have different classes ({', '.join(baseline['classes'])} against "

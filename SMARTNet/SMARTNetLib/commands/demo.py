@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import SmartNetError
-from ..events import EventSink
-from ..models import DEFAULT_MODEL
-from . import analyze
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink
+from SMARTNetLib.models import DEFAULT_MODEL
+from SMARTNetLib.commands import analyze
 
 HELP = "analyze the bundled sample head CT (synthetic hemorrhage) with the bundled model and summarize"
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -40,7 +40,7 @@ def truth_volumes() -> dict[str, float]:
     import numpy as np
     import SimpleITK as sitk
 
-    from ..classes import SUBTYPES
+    from SMARTNetLib.classes import SUBTYPES
 
     label = sitk.ReadImage(str(SAMPLE_TRUTH))
     counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=6)

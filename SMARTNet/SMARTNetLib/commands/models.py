@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..events import EventSink
-from ..models import list_models, user_models_dir
+from SMARTNetLib.events import EventSink
+from SMARTNetLib.models import list_models, user_models_dir
 
 HELP = "list the bundled models and the user's models ($SMARTNET_HOME/models, default ~/.smartnet/models)"
 

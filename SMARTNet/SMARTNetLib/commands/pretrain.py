@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import SmartNetError
-from ..events import EventSink
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink
 
 HELP = "pretrain a SMART-Net encoder on unlabeled CTs by restoring distorted slices (Models Genesis)"
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     if args.lr <= 0:
         raise SmartNetError("--lr must be positive")
 
-    from ..training.pretrain import PretrainConfig, pretrain
+    from SMARTNetLib.training.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(data=args.data, output=args.output, architecture=args.architecture,
                          image_size=args.image_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,

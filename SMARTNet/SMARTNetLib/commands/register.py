@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import SmartNetError
-from ..events import EventSink, StageProgress
-from ..model_registry import evaluate_on_validation, name_problem, register_model
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink, StageProgress
+from SMARTNetLib.model_registry import evaluate_on_validation, name_problem, register_model
 
 HELP = "register a model folder written by 'smartnet train' as a user model (compares it with its base model)"
 

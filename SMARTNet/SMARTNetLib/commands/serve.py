@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from ..errors import SmartNetError
-from ..events import EventSink, JsonLinesSink
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink, JsonLinesSink
 
 HELP = "a long-lived engine: JSON requests on stdin, the JSON event stream on stdout, the model kept loaded"
 
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
-    from .. import cli
+    from SMARTNetLib import cli
 
     out = JsonLinesSink(sys.stdout)
     if args.preload is not None:
@@ -72,8 +72,8 @@ def _argv(request) -> list[str]:
 
 
 def _preload(model: str | None, out: JsonLinesSink) -> None:
-    from ..inference import resolve_device
-    from ..models import load_model_cached, resolve_model
+    from SMARTNetLib.inference import resolve_device
+    from SMARTNetLib.models import load_model_cached, resolve_model
 
     model_dir = resolve_model(model)
     load_model_cached(model_dir, resolve_device("auto"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import SmartNetError
-from ..events import EventSink
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink
 
 HELP = "write synthetic head CT cases (CT + label map) and a MONAI-style datalist.json"
 
@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
-    from ..synthetic import load_real_head, write_dataset
+    from SMARTNetLib.synthetic import load_real_head, write_dataset
 
     if args.n < 1:
         raise SmartNetError("--n must be at least 1")

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import SmartNetError
-from ..events import EventSink
-from ..model_card import OPERATOR_INPUTS, VOLUME_SEGMENTATIONS
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink
+from SMARTNetLib.model_card import OPERATOR_INPUTS, VOLUME_SEGMENTATIONS
 
 HELP = "train a SMART-Net model from a MONAI datalist (also under torchrun for several GPUs or processes)"
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     if not 0 <= options["val_split"] < 1:
         raise SmartNetError("--val-split must be in [0, 1)")
 
-    from ..training.loop import TrainConfig, train
+    from SMARTNetLib.training.loop import TrainConfig, train
 
     cfg = TrainConfig(output=args.output, base_model=args.base_model, device=args.device, resume=args.resume,
                       recipe=args.recipe, **options)
@@ -80,7 +80,7 @@ def resolve_options(args: argparse.Namespace) -> dict:
     """Command-line options, else the recipe's, else the built-in defaults; generates the recipe's data if needed."""
     recipe: dict = {}
     if args.recipe:
-        from ..training.recipes import RECIPES
+        from SMARTNetLib.training.recipes import RECIPES
 
         if args.recipe not in RECIPES:
             raise SmartNetError(f"unknown recipe {args.recipe!r} (known: {', '.join(RECIPES)})")
@@ -110,7 +110,7 @@ def synthesize(spec: dict, folder: Path, device: str = "auto") -> Path:
     if world > 1:
         import torch.distributed as dist
 
-        from ..training import distributed
+        from SMARTNetLib.training import distributed
 
         distributed.setup(device)
         dist.barrier()

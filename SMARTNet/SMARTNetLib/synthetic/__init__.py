@@ -5,7 +5,7 @@
 - :func:`load_real_head`: the normal head CT of Debian's ``invesalius-examples``, or None.
 """
 
-from .dataset import make_case, write_dataset
-from .real_head import load_real_head
+from SMARTNetLib.synthetic.dataset import make_case, write_dataset
+from SMARTNetLib.synthetic.real_head import load_real_head
 
 __all__ = ["make_case", "write_dataset", "load_real_head"]

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
-from .bleeds import plan_bleeds, random_subtypes, septum_shift_mm
-from .noise import SmoothNoise
-from .phantom import ProceduralHead
-from .randomisation import plan_mimics, randomise_scanner
-from .scanner import random_geometry, render_procedural
+from SMARTNetLib.classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
+from SMARTNetLib.synthetic.bleeds import plan_bleeds, random_subtypes, septum_shift_mm
+from SMARTNetLib.synthetic.noise import SmoothNoise
+from SMARTNetLib.synthetic.phantom import ProceduralHead
+from SMARTNetLib.synthetic.randomisation import plan_mimics, randomise_scanner
+from SMARTNetLib.synthetic.scanner import random_geometry, render_procedural
 
 NEGATIVE_FRACTION = 0.4
 HOSTS = ("procedural", "real", "mixed")
@@ -68,7 +68,7 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
         host = "real" if rng.random() < 0.3 else "procedural"
     wanted = _choose_subtypes(rng, subtypes)
     if host == "real":
-        from .real_head import make_real_case
+        from SMARTNetLib.synthetic.real_head import make_real_case
 
         result = make_real_case(rng, size, wanted, extra)
         if result is not None:

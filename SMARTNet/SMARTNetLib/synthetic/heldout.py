@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..classes import get_class
+from SMARTNetLib.classes import get_class
 
 SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 EXTENT = (172, 210, 176)  # (z, y, x) mm of the canonical 1 mm grid
@@ -329,7 +329,7 @@ def _real_masks(image: sitk.Image) -> dict[str, np.ndarray]:
 
 def insert_into_real_head(seed: int, subtypes: list[str] | None = None) -> tuple[sitk.Image, sitk.Image, dict] | None:
     """Held-out bleeds painted into the real InVesalius head (threshold masks, no mass effect), then scanned."""
-    from .real_head import load_real_head
+    from SMARTNetLib.synthetic.real_head import load_real_head
 
     image = load_real_head()
     if image is None:
@@ -368,7 +368,7 @@ def insert_into_real_head(seed: int, subtypes: list[str] | None = None) -> tuple
 
 def real_head_variants() -> list[tuple[str, sitk.Image]]:
     """The real normal head as given, rotated (about each axis), cropped and at other resolutions."""
-    from .real_head import load_real_head
+    from SMARTNetLib.synthetic.real_head import load_real_head
 
     image = load_real_head()
     if image is None:
@@ -398,7 +398,7 @@ def real_head_variants() -> list[tuple[str, sitk.Image]]:
 def probe_volumes() -> list[tuple[str, sitk.Image]]:
     """Inputs that are not a head CT of the kind the model knows (for the familiarity check): an MR-like
     contrast of the real head stored in HU, heavy noise, metal streaks, and a heavily blurred head."""
-    from .real_head import load_real_head
+    from SMARTNetLib.synthetic.real_head import load_real_head
 
     head = load_real_head()
     if head is None:

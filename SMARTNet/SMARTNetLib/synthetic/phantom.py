@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .noise import SmoothNoise
+from SMARTNetLib.synthetic.noise import SmoothNoise
 
 
 def soft(signed_distance: np.ndarray, width: float) -> np.ndarray:

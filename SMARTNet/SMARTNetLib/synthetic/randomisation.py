@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .phantom import soft
+from SMARTNetLib.synthetic.phantom import soft
 
 MIMIC_FRACTION = 0.8  # cases that get extra mimics (negatives and positives alike)
 

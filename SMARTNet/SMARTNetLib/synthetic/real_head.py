@@ -23,10 +23,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .bleeds import plan_bleeds, total_displacement
-from .noise import SmoothNoise
-from .randomisation import plan_mimics, randomise_scanner, real_head_warp, tissue_contrast
-from .scanner import random_geometry
+from SMARTNetLib.synthetic.bleeds import plan_bleeds, total_displacement
+from SMARTNetLib.synthetic.noise import SmoothNoise
+from SMARTNetLib.synthetic.randomisation import plan_mimics, randomise_scanner, real_head_warp, tissue_contrast
+from SMARTNetLib.synthetic.scanner import random_geometry
 
 CANDIDATES = (
     "/usr/share/doc/invesalius-examples/examples/Cranium.inv3",

@@ -13,9 +13,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .bleeds import Bleed, total_displacement
-from .noise import SmoothNoise
-from .phantom import ProceduralHead, rotation_matrix
+from SMARTNetLib.synthetic.bleeds import Bleed, total_displacement
+from SMARTNetLib.synthetic.noise import SmoothNoise
+from SMARTNetLib.synthetic.phantom import ProceduralHead, rotation_matrix
 
 AIR_HU = -1000.0
 

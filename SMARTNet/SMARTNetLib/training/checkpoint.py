@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import SmartNetError
-from ..model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from ..models import save_model
-from ..network import SmartNet
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from SMARTNetLib.models import save_model
+from SMARTNetLib.network import SmartNet
 
 
 def load_checkpoint(path: Path, output: Path, resume: bool, kind: str) -> dict | None:

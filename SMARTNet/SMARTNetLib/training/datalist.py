@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..classes import SUBTYPES, class_from_segment_name, get_class
-from ..errors import SmartNetError
+from SMARTNetLib.classes import SUBTYPES, class_from_segment_name, get_class
+from SMARTNetLib.errors import SmartNetError
 
 GENERIC = 6  # internal label value of a segment named just "hemorrhage" (no subtype known)
 MAX_VALUE = 5

@@ -16,10 +16,10 @@ import SimpleITK as sitk
 import torch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised, RandShiftIntensityd
 
-from ..model_card import Preprocessing
-from ..preprocessing import apply_windows, model_size_hu, pool_label_slabs, pool_slabs, slab_groups
-from ..volume import read_ct, to_canonical
-from .datalist import Case, LabelInfo, read_label, to_classes
+from SMARTNetLib.model_card import Preprocessing
+from SMARTNetLib.preprocessing import apply_windows, model_size_hu, pool_label_slabs, pool_slabs, slab_groups
+from SMARTNetLib.volume import read_ct, to_canonical
+from SMARTNetLib.training.datalist import Case, LabelInfo, read_label, to_classes
 
 HU_OFFSET = 1024.0  # augmentation works on HU + 1024 so that zero padding is air
 BODY_HU = -300.0

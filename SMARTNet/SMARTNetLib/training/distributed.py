@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..inference import resolve_device
+from SMARTNetLib.inference import resolve_device
 
 
 @dataclass

@@ -25,39 +25,18 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..classes import classes_for
-from ..errors import SmartNetError
-from ..events import EventSink
-from ..model_card import ARCHITECTURES, WEIGHTS_FILE, Architecture, ModelCard, Preprocessing
-from ..models import load_model, resolve_model
-from ..network import SmartNet
-from . import distributed
-from .checkpoint import (
-    derived_seed,
-    load_checkpoint,
-    optimizer_step,
-    restore_rng,
-    rng_state,
-    save_model_into,
-    seed_all,
-)
-from .datalist import Datalist, class_names, load_datalist
-from .dataset import (
-    SliceSampler,
-    TrainingVolume,
-    ValidationVolume,
-    class_targets,
-    neighbours,
-    preload,
-    read_case,
-    slice_augmentation,
-    slice_batch,
-    volume_augmentation,
-    volume_item,
-    window,
-)
-from .losses import DownstreamLoss, UpstreamLoss
-from .metrics import evaluate
+from SMARTNetLib.classes import classes_for
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink
+from SMARTNetLib.model_card import ARCHITECTURES, WEIGHTS_FILE, Architecture, ModelCard, Preprocessing
+from SMARTNetLib.models import load_model, resolve_model
+from SMARTNetLib.network import SmartNet
+from SMARTNetLib.training import distributed
+from SMARTNetLib.training.checkpoint import derived_seed, load_checkpoint, optimizer_step, restore_rng, rng_state, save_model_into, seed_all
+from SMARTNetLib.training.datalist import Datalist, class_names, load_datalist
+from SMARTNetLib.training.dataset import SliceSampler, TrainingVolume, ValidationVolume, class_targets, neighbours, preload, read_case, slice_augmentation, slice_batch, volume_augmentation, volume_item, window
+from SMARTNetLib.training.losses import DownstreamLoss, UpstreamLoss
+from SMARTNetLib.training.metrics import evaluate
 
 CHECKPOINT = "checkpoints/last.pt"
 SLICES_PER_VOLUME = 8  # default upstream epoch: this many sampled slices per training volume

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from ..network import exclusive_probabilities
+from SMARTNetLib.network import exclusive_probabilities
 
 CONSISTENCY_WEIGHT = 0.5
 

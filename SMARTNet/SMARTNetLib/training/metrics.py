@@ -13,11 +13,11 @@ import SimpleITK as sitk
 import torch
 from sklearn.metrics import roc_auc_score
 
-from ..classes import classes_for
-from ..inference import Analyzer
-from ..model_card import ModelCard
-from ..network import SmartNet
-from .dataset import ValidationVolume
+from SMARTNetLib.classes import classes_for
+from SMARTNetLib.inference import Analyzer
+from SMARTNetLib.model_card import ModelCard
+from SMARTNetLib.network import SmartNet
+from SMARTNetLib.training.dataset import ValidationVolume
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:

@@ -31,24 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SmartNetError
-from ..events import EventSink
-from ..inference import resolve_device
-from ..model_card import ARCHITECTURES, ModelCard, Preprocessing
-from ..network import SmartNet
-from ..volume import IMAGE_SUFFIXES, read_ct
-from .checkpoint import (
-    derived_seed,
-    load_checkpoint,
-    optimizer_step,
-    restore_rng,
-    rng_state,
-    save_model_into,
-    seed_all,
-)
-from .dataset import SliceSampler, TrainingVolume, preload, slice_augmentation, slice_batch, window
-from .distortions import ModelsGenesis
-from .loop import CHECKPOINT, SLICES_PER_VOLUME, lr_lambda, set_phase
+from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.events import EventSink
+from SMARTNetLib.inference import resolve_device
+from SMARTNetLib.model_card import ARCHITECTURES, ModelCard, Preprocessing
+from SMARTNetLib.network import SmartNet
+from SMARTNetLib.volume import IMAGE_SUFFIXES, read_ct
+from SMARTNetLib.training.checkpoint import derived_seed, load_checkpoint, optimizer_step, restore_rng, rng_state, save_model_into, seed_all
+from SMARTNetLib.training.dataset import SliceSampler, TrainingVolume, preload, slice_augmentation, slice_batch, window
+from SMARTNetLib.training.distortions import ModelsGenesis
+from SMARTNetLib.training.loop import CHECKPOINT, SLICES_PER_VOLUME, lr_lambda, set_phase
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 PROBE_SLICES = 32  # distorted slices scored after every epoch (always the same ones)
@@ -104,7 +96,7 @@ def find_images(data: Path) -> tuple[list[Path], dict]:
     if data.is_file():
         if not data.name.lower().endswith(".json"):
             raise SmartNetError("--data must be a folder of CT volumes or a MONAI datalist (.json)", data)
-        from .datalist import load_datalist
+        from SMARTNetLib.training.datalist import load_datalist
 
         datalist = load_datalist(data, val_split=0.0)
         images = list(dict.fromkeys(c.image for c in [*datalist.training, *datalist.validation]))
