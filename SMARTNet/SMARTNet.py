@@ -24,8 +24,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from SMARTNetLib import analysis_results, dependencies, engine_command
-from SMARTNetLib.classes import class_from_segment_name
+from SMARTNetLib.client import analysis_results, dependencies, engine_command
+from SMARTNetLib.contracts.classes import class_from_segment_name
 from SMARTNetSlicerLib.analysis_logic import AnalysisLogic
 from SMARTNetSlicerLib.comparison_logic import ComparisonLogic
 from SMARTNetSlicerLib.engine_session import EngineSession

@@ -25,7 +25,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SMARTNet import ensureDependencies, fillModelSelector, newEngineSession, slicerModuleLogics
-from SMARTNetLib import engine_command, model_registry, training_command, training_set
+from SMARTNetLib.client import engine_command, training_command, training_set
+from SMARTNetLib.contracts import locations
 from SMARTNetSlicerLib.training_logic import TrainingLogic
 
 #
@@ -57,7 +58,7 @@ SMART-Net: Kyung et al., Medical Image Analysis 2022. Built on MONAI, PyTorch, S
 
 @parameterNodeWrapper
 class SMARTNetTrainingParameterNode:
-    """trainingSet: the cases as JSON (SMARTNetLib.training_set). workFolder: the last run's folder (Resume)."""
+    """trainingSet: the cases as JSON (SMARTNetLib.client.training_set). workFolder: the last run's folder (Resume)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
@@ -297,7 +298,7 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         errors = [x.message for x in cases.problems(val_split=p.validationSplit) if x.level == "error"]
         errors += [f"{c.name}: {self.logic.caseProblem(c)}" for c in cases.cases if self.logic.caseProblem(c)]
         overwrite = False
-        nameProblem = model_registry.name_problem(p.modelName)
+        nameProblem = locations.name_problem(p.modelName)
         if nameProblem and "exists already" in nameProblem:
             overwrite = slicer.util.confirmOkCancelDisplay(_("{problem}\n\nReplace it when training ends?").format(
                 problem=nameProblem))
@@ -384,7 +385,7 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 message=outcome.message))
         else:
             result = outcome.result
-            comparison = model_registry.comparison_text({"comparison": {"base_model": result.get("base_metrics"),
+            comparison = training_command.comparison_text({"comparison": {"base_model": result.get("base_metrics"),
                                                                         "new_model": result.get("new_metrics")}})
             self.ui.statusLabel.text = _("Model '{name}' is ready in the SMART-Net module. {comparison}").format(
                 name=result["name"], comparison=comparison)

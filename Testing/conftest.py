@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SMARTNetLib.model_card import ARCHITECTURES, ModelCard, Preprocessing
-from SMARTNetLib.models import save_model
-from SMARTNetLib.network import SmartNet
+from SMARTNetLib.contracts.model_card import ARCHITECTURES, ModelCard, Preprocessing
+from SMARTNetLib.model.network import SmartNet
+from SMARTNetLib.model.store import save_model
 from SMARTNetLib.synthetic.real_head import load_real_head
 
 torch.set_num_threads(2)

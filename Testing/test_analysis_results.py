@@ -7,8 +7,7 @@ import json
 import pytest
 import slicerio.segmentation
 
-from SMARTNetLib import outputs
-from SMARTNetLib.analysis_results import (
+from SMARTNetLib.client.analysis_results import (
     DEFAULT_FILES,
     TABLE_HEADER,
     case_from_result,
@@ -17,15 +16,16 @@ from SMARTNetLib.analysis_results import (
     largest_finding,
     lps_to_ras,
     progress_text,
-    read_report,
     result_files,
     segment_plan,
     summary_text,
     terminology_string,
     verify_files,
 )
-from SMARTNetLib.classes import HEMORRHAGE, SUBTYPES, get_class
-from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.contracts.classes import HEMORRHAGE, SUBTYPES, get_class
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.report import read_report
+from SMARTNetLib.io import outputs
 
 
 def make_report(**overrides) -> dict:
@@ -64,11 +64,6 @@ def write_case(folder, report=None, files=("segmentation", "activation")):
     for key in files:
         (folder / DEFAULT_FILES[key]).write_bytes(b"x")
     return folder
-
-
-def test_default_file_names_match_the_engine():
-    assert DEFAULT_FILES["segmentation"] == outputs.SEGMENTATION_FILE
-    assert DEFAULT_FILES["report"] == outputs.REPORT_FILE
 
 
 def test_case_from_result_event(tmp_path):

@@ -13,11 +13,11 @@ import slicerio
 import torch
 
 from conftest import OBLIQUE, events_of, head_phantom, run_cli
-from SMARTNetLib.classes import SUBTYPES
-from SMARTNetLib.events import parse_event
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import save_model
-from SMARTNetLib.network import SmartNet
+from SMARTNetLib.contracts.classes import SUBTYPES
+from SMARTNetLib.contracts.events import parse_event
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.network import SmartNet
+from SMARTNetLib.model.store import save_model
 
 
 def write_dicom_series(image: sitk.Image, folder: Path) -> Path:
@@ -133,8 +133,8 @@ def test_event_stream_and_several_inputs(tmp_path, tiny_model, ct_file):
 
 @pytest.mark.parametrize("method", ["activation", "hirescam"])
 def test_explain_methods_in_unit_range_on_the_input_grid(tmp_path, tiny_model, ct_file, method):
+    from SMARTNetLib.analysis.inference import EXPLAIN_METHODS as ENGINE_METHODS
     from SMARTNetLib.commands.analyze import EXPLAIN_METHODS
-    from SMARTNetLib.inference import EXPLAIN_METHODS as ENGINE_METHODS
 
     assert EXPLAIN_METHODS == ENGINE_METHODS
     out = tmp_path / "out"

@@ -10,10 +10,11 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import events_of, run_cli
+from SMARTNetLib.analysis.metrics import dice
 from SMARTNetLib.commands.demo import SAMPLE_CT, SAMPLE_TRUTH
-from SMARTNetLib.evaluation import dice
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import BUNDLED_DIR, DEFAULT_MODEL, list_models
+from SMARTNetLib.contracts.locations import BUNDLED_DIR, DEFAULT_MODEL
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.store import list_models
 
 FOLDER = BUNDLED_DIR / DEFAULT_MODEL
 GUARD_FP_ML = 2.0  # a negative's false-positive volume in the guard (the target's 90th percentile)
@@ -78,9 +79,9 @@ def test_pointing_game_on_synthetic_positives():
     anywhere in the head landing near the bleed."""
     import torch
 
-    from SMARTNetLib.evaluation import pointing_hit
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.models import load_model
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.analysis.metrics import pointing_hit
+    from SMARTNetLib.model.store import load_model
     from SMARTNetLib.synthetic import make_case
 
     model, card = load_model(FOLDER)
@@ -97,8 +98,8 @@ def test_pointing_game_on_synthetic_positives():
 def _analyzer():
     import torch
 
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.models import load_model
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.model.store import load_model
 
     model, card = load_model(FOLDER)
     return Analyzer(model, card, torch.device("cpu")), card
@@ -147,9 +148,9 @@ def test_familiarity_warns_on_mr_like_and_chest_but_not_on_head_cts():
     (0.044), and the same MR-like mapping of a held-out head without blur and noise (0.05-0.07)."""
     import slicerio
 
+    from SMARTNetLib.io.volume import read_ct
     from SMARTNetLib.synthetic import load_real_head
     from SMARTNetLib.synthetic.heldout import make_heldout_case, probe_volumes
-    from SMARTNetLib.volume import read_ct
 
     if load_real_head() is None:
         pytest.skip("Debian package invesalius-examples is not installed")

@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import run_cli
-from SMARTNetLib.analysis_results import findings_table
-from SMARTNetLib.clinical_measures import abc2, ich_score_imaging
+from SMARTNetLib.analysis.clinical_measures import abc2, ich_score_imaging
+from SMARTNetLib.client.analysis_results import findings_table
 
 
 def ellipsoid(semi_axes_mm, spacing=(0.5, 0.5, 5.0), size=(160, 160, 16), angle_deg=0.0, centre_mm=(40, 40, 40)):

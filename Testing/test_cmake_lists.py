@@ -64,7 +64,7 @@ def test_module_cmake_lists_every_engine_file(tmp_path):
                  for p in (MODULE / lib).rglob("*.py") if "__pycache__" not in p.parts}
     assert "SMARTNet.py" in scripts
     assert engine_py <= scripts
-    assert {"SMARTNetLib/process_runner.py", "SMARTNetLib/cli.py", "SMARTNetLib/commands/__init__.py",
+    assert {"SMARTNetLib/client/process_runner.py", "SMARTNetLib/cli.py", "SMARTNetLib/commands/__init__.py",
             "SMARTNetSlicerLib/analysis_logic.py"} <= scripts
     assert {"Resources/UI/SMARTNet.ui", "Resources/Icons/SMARTNet.png"} <= resources
     assert not any(r.endswith((".py", ".pyc")) for r in resources)
@@ -72,6 +72,8 @@ def test_module_cmake_lists_every_engine_file(tmp_path):
                if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".py", ".pyc")} \
         if (MODULE / "SMARTNetLib" / "bundled_models").is_dir() else set()
     assert bundled <= resources
+    assert {"SMARTNetLib/contracts/schemas/report.schema.json", "SMARTNetLib/contracts/schemas/model.schema.json"} \
+        <= resources
     assert (out / "SMARTNet.generic").read_text() == "TRUE"
     assert (out / "unittests").read_text().split() == ["SMARTNet.py"]
 

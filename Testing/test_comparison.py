@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import events_of, run_cli
-from SMARTNetLib.classes import SUBTYPES
+from SMARTNetLib.analysis.comparison import change, compare_labels, register_rigid, resample_onto
 from SMARTNetLib.commands.demo import SAMPLE_CT
-from SMARTNetLib.comparison import change, compare_labels, register_rigid, resample_onto
+from SMARTNetLib.contracts.classes import SUBTYPES
 
 MOTION_DEG = (4.0, -3.0, 6.0)
 MOTION_MM = (5.0, -7.0, 3.0)

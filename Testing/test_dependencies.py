@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from SMARTNetLib.dependencies import (
+from SMARTNetLib.client.dependencies import (
     ENGINE_REQUIREMENTS,
     Problem,
     Requirement,

@@ -22,8 +22,8 @@ import SimpleITK as sitk
 from test_analyze_cli import write_dicom_series
 
 from conftest import head_phantom, run_cli
-from SMARTNetLib.dicom_series import read_dicom_folder
-from SMARTNetLib.volume import read_ct
+from SMARTNetLib.io.dicom_series import read_dicom_folder
+from SMARTNetLib.io.volume import read_ct
 
 GDCMCONV = shutil.which("gdcmconv")  # Debian's libgdcm-tools, installed by the README's test set-up
 

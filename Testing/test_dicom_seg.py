@@ -14,11 +14,11 @@ from highdicom.color import CIELabColor
 from test_analyze_cli import write_dicom_series
 
 from conftest import events_of, run_cli
-from SMARTNetLib.classes import SUBTYPES
 from SMARTNetLib.commands.demo import SAMPLE_CT
-from SMARTNetLib.dicom_seg import write_dicom_seg
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.volume import dicom_series_files
+from SMARTNetLib.contracts.classes import SUBTYPES
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.io.dicom_seg import write_dicom_seg
+from SMARTNetLib.io.volume import dicom_series_files
 
 
 @pytest.fixture(scope="module")

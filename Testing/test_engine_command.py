@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from SMARTNetLib.cli import build_parser
-from SMARTNetLib.engine_command import (
+from SMARTNetLib.client.engine_command import (
     DEVICES,
     analyze_command,
     engine_environment,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.finding_classifier import (
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.model.finding_classifier import (
     FEATURE_NAMES,
     FINDINGS_FILE,
     FindingClassifier,
@@ -15,7 +15,7 @@ from SMARTNetLib.finding_classifier import (
     component_features,
     find_components,
 )
-from SMARTNetLib.models import load_model, save_model
+from SMARTNetLib.model.store import load_model, save_model
 
 SPACING = np.array([2.0, 1.0, 1.0])  # (z, y, x) mm
 
@@ -85,7 +85,7 @@ def test_relabel_gives_each_finding_one_class_and_drops_non_bleeds():
 
 def test_model_folder_keeps_the_classifier_and_analysis_uses_it(tiny_model, tmp_path):
     from conftest import head_phantom
-    from SMARTNetLib.inference import Analyzer
+    from SMARTNetLib.analysis.inference import Analyzer
 
     model, card = load_model(tiny_model)
     model.finding_classifier = fixed_classifier(4)

@@ -18,9 +18,9 @@ import SimpleITK as sitk
 import torch
 
 from conftest import events_of, run_cli
-from SMARTNetLib.inference import Analyzer
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import load_model
+from SMARTNetLib.analysis.inference import Analyzer
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.store import load_model
 
 FAST = ["--architecture", "tiny", "--image-size", "64", "--stage", "upstream", "--lr", "3e-3", "--seed", "1"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

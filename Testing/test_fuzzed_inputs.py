@@ -20,8 +20,8 @@ import SimpleITK as sitk
 from test_analyze_cli import write_dicom_series
 
 from conftest import head_phantom, run_cli
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.volume import read_input
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.io.volume import read_input
 
 CASES_PER_FORMAT = 250
 SECONDS_PER_CASE = 10

@@ -78,11 +78,11 @@ def test_real_head_insertion_and_variants():
 
 def test_training_input_equals_the_analyzers_for_the_same_slice(tiny_model):
     """One preprocessing: the training sampler's tensor for a slice is the analyzer's, bit for bit."""
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.models import load_model
-    from SMARTNetLib.preprocessing import slab_groups, slice_channels
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.analysis.preprocessing import slab_groups, slice_channels
+    from SMARTNetLib.io.volume import to_canonical
+    from SMARTNetLib.model.store import load_model
     from SMARTNetLib.training.dataset import preload, slice_batch, window
-    from SMARTNetLib.volume import to_canonical
 
     model, card = load_model(tiny_model)
     ct, label, _ = make_case(44, subtypes=["intraparenchymal"], style="randomised")
@@ -122,8 +122,8 @@ def test_synth_cli_randomised_with_workers_equals_one_process(tmp_path):
 def test_card_temperature_and_familiarity_threshold_are_applied(tiny_model):
     """Probabilities are sigmoid(logit / T) with the card's temperature; the familiarity warning follows the
     card's threshold."""
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.models import load_model
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.model.store import load_model
 
     model, card = load_model(tiny_model)
     ct, _, _ = make_case(45, subtypes=["subdural"])

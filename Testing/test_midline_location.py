@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SMARTNetLib.location import compartment, locate_findings, tentorium_superior_mm
-from SMARTNetLib.midline import find_head_anatomy, measure_midline_shift
+from SMARTNetLib.analysis.location import compartment, locate_findings, tentorium_superior_mm
+from SMARTNetLib.analysis.midline import find_head_anatomy, measure_midline_shift
 from SMARTNetLib.synthetic import make_case
 
 IPH, IVH = 2, 3

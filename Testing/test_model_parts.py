@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import events_of, run_cli
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import parse_event
-from SMARTNetLib.model_card import ARCHITECTURES, Architecture, ModelCard, Preprocessing
-from SMARTNetLib.models import list_models, load_model, resolve_model, save_model
-from SMARTNetLib.network import SmartNet
-from SMARTNetLib.preprocessing import SliceGrid, apply_windows, slice_channels
+from SMARTNetLib.analysis.preprocessing import SliceGrid, apply_windows, slice_channels
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import parse_event
+from SMARTNetLib.contracts.model_card import ARCHITECTURES, Architecture, ModelCard, Preprocessing
+from SMARTNetLib.model.network import SmartNet
+from SMARTNetLib.model.store import list_models, load_model, resolve_model, save_model
 
 
 def _card(**kw) -> ModelCard:
@@ -152,9 +152,9 @@ def test_windows_and_neighbour_channels():
 
 def test_thin_slices_are_pooled_into_slabs_and_mapped_back(tiny_model):
     from conftest import head_phantom
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.models import load_model
-    from SMARTNetLib.preprocessing import pool_label_slabs, slab_groups, slab_weights
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.analysis.preprocessing import pool_label_slabs, slab_groups, slab_weights
+    from SMARTNetLib.model.store import load_model
 
     assert slab_groups(10, 1.0, 4.0) == [(0, 4), (4, 8), (8, 10)]
     assert slab_groups(6, 5.0, 4.0) == [(n, n + 1) for n in range(6)] and slab_weights(slab_groups(6, 5, 4), 6) is None
@@ -181,10 +181,10 @@ def test_refined_segmentation_evidence_is_that_of_the_whole_volume(segmentation)
     computes them in chunks of slabs; the probabilities and the decision must equal one pass over the volume,
     and Grad-CAM is taken at those maps."""
     from conftest import head_phantom
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.network import evidence_of_probabilities
-    from SMARTNetLib.preprocessing import slab_groups
-    from SMARTNetLib.volume import to_canonical
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.analysis.preprocessing import slab_groups
+    from SMARTNetLib.io.volume import to_canonical
+    from SMARTNetLib.model.network import evidence_of_probabilities
 
     torch.manual_seed(0)
     card = _card(architecture=Architecture(**{**ARCHITECTURES["tiny"].__dict__, "operator_inputs": "segmentation-3d",
@@ -241,8 +241,8 @@ def test_exclusive_volume_segmentation_labels_a_voxel_where_any_hemorrhage_is_li
     threshold, labelled with the most probable; with "multilabel" ones when one class exceeds it. Its loss
     rewards the right subtype over the equal logits a sigmoid head gives all classes, and those over a wrong
     subtype; old cards read "multilabel"."""
-    from SMARTNetLib.inference import Analyzer
-    from SMARTNetLib.network import exclusive_probabilities
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.model.network import exclusive_probabilities
     from SMARTNetLib.training.losses import ExclusiveDiceCELoss
 
     old = _card().to_dict()

@@ -14,15 +14,16 @@ import SimpleITK as sitk
 
 from conftest import head_phantom
 from SMARTNetLib.cli import build_parser
+from SMARTNetLib.client.engine_command import engine_environment, model_choices, models_command
+from SMARTNetLib.client.process_runner import ProcessRunner
+from SMARTNetLib.client.training_command import TrainingOptions, TrainingProgress, comparison_text, train_command
+from SMARTNetLib.client.training_set import export_case, file_stems, write_datalist
 from SMARTNetLib.commands import register as register_command
-from SMARTNetLib.engine_command import engine_environment, model_choices, models_command
-from SMARTNetLib.events import EventSink
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.model_registry import comparison_text, name_problem, register_model
-from SMARTNetLib.models import list_models, user_models_dir
-from SMARTNetLib.process_runner import ProcessRunner
-from SMARTNetLib.training_command import TrainingOptions, TrainingProgress, train_command
-from SMARTNetLib.training_set import export_case, file_stems, write_datalist
+from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.locations import name_problem, user_models_dir
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.registry import register_model
+from SMARTNetLib.model.store import list_models
 
 ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 
@@ -81,7 +82,7 @@ def synthetic_cases(folder: Path) -> Path:
 
 
 def _ijk_to_lps(image):
-    from SMARTNetLib.outputs import ijk_to_lps
+    from SMARTNetLib.io.outputs import ijk_to_lps
 
     return ijk_to_lps(image)
 

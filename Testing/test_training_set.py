@@ -9,10 +9,7 @@ import SimpleITK as sitk
 import slicerio
 
 from conftest import head_phantom
-from SMARTNetLib.classes import get_class
-from SMARTNetLib.outputs import ijk_to_lps
-from SMARTNetLib.training.datalist import load_datalist, read_label
-from SMARTNetLib.training_set import (
+from SMARTNetLib.client.training_set import (
     TrainingCase,
     TrainingSet,
     class_from_terminology,
@@ -26,6 +23,9 @@ from SMARTNetLib.training_set import (
     segment_info,
     write_datalist,
 )
+from SMARTNetLib.contracts.classes import get_class
+from SMARTNetLib.io.outputs import ijk_to_lps
+from SMARTNetLib.training.datalist import load_datalist, read_label
 
 SDH_TAG = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically Altered "
            "Structure~SCT^50960005^Hemorrhage~99SMARTNET^SDH^Subdural~Anatomic codes - DICOM master list~^^~^^")

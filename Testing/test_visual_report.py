@@ -15,10 +15,10 @@ import SimpleITK as sitk
 from matplotlib.colors import rgb_to_hsv
 from matplotlib.image import imread
 
-from SMARTNetLib import rendering3d
-from SMARTNetLib.classes import SUBTYPE_NAMES, get_class
-from SMARTNetLib.report_figures import NOTICE, key_slices, reorient_lps
-from SMARTNetLib.visual_report import write_visual_report
+from SMARTNetLib.contracts.classes import SUBTYPE_NAMES, get_class
+from SMARTNetLib.report import rendering3d
+from SMARTNetLib.report.figures import NOTICE, key_slices, reorient_lps
+from SMARTNetLib.report.visual_report import write_visual_report
 
 SHAPE = (16, 72, 72)  # k, j, i
 SPACING = (3.0, 3.0, 5.0)  # i, j, k (mm)
@@ -224,7 +224,7 @@ def test_headless_process_without_display(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from pathlib import Path
         from test_visual_report import make_head, make_report
-        from SMARTNetLib.visual_report import write_visual_report
+        from SMARTNetLib.report.visual_report import write_visual_report
         ct, labels, activation = make_head()
         warnings = []
         write_visual_report(ct, labels, activation, make_report(labels), Path(sys.argv[1]), warnings=warnings)

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import head_phantom
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.volume import from_canonical, head_width_mm, read_ct, to_canonical
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.io.volume import from_canonical, head_width_mm, read_ct, to_canonical
 
 
 def _write(image: sitk.Image, path, compress=False):

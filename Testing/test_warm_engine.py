@@ -10,7 +10,7 @@ import time
 import SimpleITK as sitk
 
 from conftest import head_phantom
-from SMARTNetLib import engine_command
+from SMARTNetLib.client import engine_command
 from SMARTNetSlicerLib.engine_session import EngineSession
 
 

@@ -52,9 +52,9 @@ def head_ct(path: Path) -> Path:
 
 def default_model(folder: Path) -> Path:
     """A default-architecture model with random weights (speed does not depend on the weights)."""
-    from SMARTNetLib.model_card import ModelCard
-    from SMARTNetLib.models import save_model
-    from SMARTNetLib.network import SmartNet
+    from SMARTNetLib.contracts.model_card import ModelCard
+    from SMARTNetLib.model.network import SmartNet
+    from SMARTNetLib.model.store import save_model
 
     card = ModelCard(name="benchmark-default", description="random weights, default architecture")
     return save_model(SmartNet(card), card, folder / "benchmark-default")
@@ -113,7 +113,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "analyze.json")
     args = parser.parse_args()
 
-    from SMARTNetLib.models import DEFAULT_MODEL, list_models
+    from SMARTNetLib.contracts.locations import DEFAULT_MODEL
+    from SMARTNetLib.model.store import list_models
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -38,11 +38,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SMARTNetLib.classes import SUBTYPES
-from SMARTNetLib.evaluation import calibration_error, dice, finding_subtypes, pointing_hit, roc_auc
-from SMARTNetLib.inference import Analyzer, resolve_device
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import load_model, resolve_model
+from SMARTNetLib.analysis.inference import Analyzer, resolve_device
+from SMARTNetLib.analysis.metrics import calibration_error, dice, finding_subtypes, pointing_hit, roc_auc
+from SMARTNetLib.contracts.classes import SUBTYPES
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.store import load_model, resolve_model
 
 Case = tuple[str, sitk.Image, sitk.Image | None, dict]
 FINDING_MIN_ML = 0.5  # true connected components smaller than this (scattered sulcal blood) are not findings
@@ -173,7 +173,7 @@ def set_metrics(rows: list[dict], threshold: float) -> dict:
 def chest_ct(analyzer: Analyzer) -> dict:
     import slicerio
 
-    from SMARTNetLib.volume import read_ct
+    from SMARTNetLib.io.volume import read_ct
 
     a = analyzer.analyze(read_ct(Path(slicerio.__file__).parent / "data" / "CTChest4.nrrd"), explain="none")
     passes = bool(a.warnings) or (a.ich_probability < 0.5 and a.total_volume_ml < 1.0)

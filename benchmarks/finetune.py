@@ -12,7 +12,7 @@ subtype each, in turn), so that every one of them counts in the Dice. Without ``
 
     python benchmarks/finetune.py [--base-model smartnet-default] [--n-train 10] [--n-test 4]
 
-Measures the held-out Dice (any hemorrhage, and per subtype) with ``SMARTNetLib.inference.Analyzer``
+Measures the held-out Dice (any hemorrhage, and per subtype) with ``SMARTNetLib.analysis.inference.Analyzer``
 before (base model) and after fine-tuning, writes ``benchmarks/results/finetune.json`` (before, after,
 seconds, command) and exits with status 1 when the Dice did not improve (2 on a usage error).
 Default settings are sized for a 10-minute budget on 2 CPU cores (``--threads 2``, ``--budget-s 600``).
@@ -34,20 +34,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SMARTNetLib.classes import SUBTYPE_NAMES, SUBTYPES
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.inference import Analyzer
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import load_model, resolve_model
+from SMARTNetLib.analysis.inference import Analyzer
+from SMARTNetLib.analysis.metrics import dice
+from SMARTNetLib.contracts.classes import SUBTYPE_NAMES, SUBTYPES
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.store import load_model, resolve_model
 
 TRAIN_SEED = 700000
 TEST_SEED = 701000
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune.json"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
 
 
 def make_cases(folder: Path, seeds: list[int], host: str, size: str, positive: bool,

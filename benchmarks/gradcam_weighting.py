@@ -1,7 +1,7 @@
 """Where Grad-CAM's channel weights are averaged, measured on development volumes (not the test set).
 
 For a model whose volume classifier reads the refined (3D) segmentation, Grad-CAM averages the gradient over
-the whole volume (:meth:`SMARTNetLib.inference.Analyzer._explain`). This compares that with per-slice averaging
+the whole volume (:meth:`SMARTNetLib.analysis.inference.Analyzer._explain`). This compares that with per-slice averaging
 (and with the peak of the segmentation's own probability of hemorrhage) by the pointing game on synthetic
 volumes from seeds that neither training (2024...) nor the test set (900000...) uses:
 
@@ -22,12 +22,12 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from SMARTNetLib.evaluation import pointing_hit
-from SMARTNetLib.inference import Analyzer, _image_like
-from SMARTNetLib.models import load_model, resolve_model
-from SMARTNetLib.network import evidence_of_probabilities
-from SMARTNetLib.preprocessing import slab_groups, slab_weights
-from SMARTNetLib.volume import from_canonical, to_canonical
+from SMARTNetLib.analysis.inference import Analyzer, _image_like
+from SMARTNetLib.analysis.metrics import pointing_hit
+from SMARTNetLib.analysis.preprocessing import slab_groups, slab_weights
+from SMARTNetLib.io.volume import from_canonical, to_canonical
+from SMARTNetLib.model.network import evidence_of_probabilities
+from SMARTNetLib.model.store import load_model, resolve_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SMARTNetLib.location import locate_findings
-from SMARTNetLib.midline import find_head_anatomy
+from SMARTNetLib.analysis.location import locate_findings
+from SMARTNetLib.analysis.midline import find_head_anatomy
+from SMARTNetLib.contracts.files import write_json_atomic
 from SMARTNetLib.synthetic import make_case
-from SMARTNetLib.synthetic.dataset import write_json_atomic
 from SMARTNetLib.synthetic.real_head import load_real_head
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,7 +100,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - start, 1),
               "summary": summary(rows, real), "cases": rows, "real_head": real}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(result, args.output)
+    write_json_atomic(args.output, result)
     print(result["summary"])
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from SMARTNetLib.models import BUNDLED_DIR, load_model, save_model
+from SMARTNetLib.contracts.locations import BUNDLED_DIR
+from SMARTNetLib.model.store import load_model, save_model
 
 DESCRIPTION = (
     "SMART-Net hemorrhage model trained on SYNTHETIC data only (procedural heads with hard-negative mimics and "

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from SMARTNetLib.inference import Analyzer, resolve_device
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.models import load_model
+from SMARTNetLib.analysis.inference import Analyzer, resolve_device
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.store import load_model
 from SMARTNetLib.synthetic import make_case
 
 

@@ -27,7 +27,7 @@ from SMARTNetSlicerLib import offscreen_views  # noqa: E402
 
 offscreen_views.prefer_egl()
 
-from SMARTNetLib import analysis_results  # noqa: E402
+from SMARTNetLib.client import analysis_results  # noqa: E402
 from SMARTNetLib.commands.demo import SAMPLE_CT as SAMPLE  # noqa: E402
 from SMARTNetSlicerLib import scene_context  # noqa: E402
 from SMARTNetSlicerLib.analysis_logic import AnalysisLogic  # noqa: E402

@@ -1,4 +1,4 @@
-"""Train a model folder's finding classifier (:mod:`SMARTNetLib.finding_classifier`) on the TRAINING generator.
+"""Train a model folder's finding classifier (:mod:`SMARTNetLib.model.finding_classifier`) on the TRAINING generator.
 
 The model analyses ``make_case(seed, size="full", host="mixed", style="randomised")`` volumes from seeds that
 neither its training (data sets 2024 and 2026), its calibration (700000+) nor the tests (900000+, 5000000+,
@@ -26,9 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from evaluate_model import cached  # noqa: E402  (one cache format for generated volumes)
 
-from SMARTNetLib.classes import SUBTYPES  # noqa: E402
-from SMARTNetLib.evaluation import finding_subtypes  # noqa: E402
-from SMARTNetLib.finding_classifier import (  # noqa: E402
+from SMARTNetLib.analysis.inference import Analyzer, resolve_device  # noqa: E402
+from SMARTNetLib.analysis.metrics import finding_subtypes  # noqa: E402
+from SMARTNetLib.contracts.classes import SUBTYPES  # noqa: E402
+from SMARTNetLib.contracts.model_card import ModelCard  # noqa: E402
+from SMARTNetLib.io.volume import to_canonical  # noqa: E402
+from SMARTNetLib.model.finding_classifier import (  # noqa: E402
     FEATURE_NAMES,
     FINDINGS_FILE,
     FindingClassifier,
@@ -36,11 +39,8 @@ from SMARTNetLib.finding_classifier import (  # noqa: E402
     component_features,
     find_components,
 )
-from SMARTNetLib.inference import Analyzer, resolve_device  # noqa: E402
-from SMARTNetLib.model_card import ModelCard  # noqa: E402
-from SMARTNetLib.models import load_model  # noqa: E402
+from SMARTNetLib.model.store import load_model  # noqa: E402
 from SMARTNetLib.synthetic import make_case  # noqa: E402
-from SMARTNetLib.volume import to_canonical  # noqa: E402
 
 BLEED_OVERLAP = 0.25  # a finding is a bleed when this fraction of it, or 0.5 mL of it, is true blood
 DROP_CHOICES = (0.5, 0.7, 0.9, 1.01)

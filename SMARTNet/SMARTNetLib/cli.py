@@ -15,8 +15,8 @@ import sys
 import threading
 from types import ModuleType
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink, JsonLinesSink, TerminalSink
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink, JsonLinesSink, TerminalSink
 
 # Sub-commands, in the order ``smartnet --help`` lists them; modules are imported lazily so that
 # ``smartnet models`` does not pay for importing torch.
@@ -50,7 +50,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.configure(cmd)
         cmd.add_argument("--events", action="store_true",
-                         help="write progress as JSON lines on stdout (see SMARTNetLib.events)")
+                         help="write progress as JSON lines on stdout (see SMARTNetLib.contracts.events)")
         cmd.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser, modules
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import vtk
 
-from SMARTNetLib import analysis_results, engine_command
-from SMARTNetLib.errors import SmartNetError
-
+from SMARTNetLib.client import analysis_results, engine_command
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.report import read_report
 from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
 from SMARTNetSlicerLib.heat_colors import heatColorNode
 from SMARTNetSlicerLib.scene_context import ModuleLogics, nodesByClass
@@ -145,7 +145,7 @@ class AnalysisLogic(EngineClient):
         if inputVolume is None:
             raise ValueError("The input volume was removed during the analysis.")
         case = analysis_results.case_from_result(resultEvent)
-        report = analysis_results.read_report(case.report)
+        report = read_report(case.report)
         files = analysis_results.result_files(case.output_dir, report)
         if files.segmentation is None:
             raise SmartNetError("the engine wrote no segmentation", case.output_dir)

@@ -15,10 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from SMARTNetLib import analysis_results, engine_command
-from SMARTNetLib.errors import SmartNetError
-
-from SMARTNetSlicerLib.analysis_logic import AnalysisLogic, loadSegmentation, loadThenClean, markResult, removeWithHelpers, resultNodes, textTable
+from SMARTNetLib.client import analysis_results, engine_command
+from SMARTNetLib.contracts import files
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetSlicerLib.analysis_logic import (
+    AnalysisLogic,
+    loadSegmentation,
+    loadThenClean,
+    markResult,
+    removeWithHelpers,
+    resultNodes,
+    textTable,
+)
 from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
 
 ROLES = ("comparison-segmentation", "comparison-table")
@@ -82,7 +90,7 @@ class ComparisonLogic(EngineClient):
         replaces an earlier comparison of ``priorVolume``. Files are checked before Slicer's readers see them."""
         if priorVolume is None or currentVolume is None:
             raise ValueError("A compared volume was removed during the comparison.")
-        path = os.path.join(outputDir, "comparison.json")
+        path = os.path.join(outputDir, files.COMPARISON_FILE)
         try:
             with open(path, encoding="utf-8") as f:
                 result = json.load(f)

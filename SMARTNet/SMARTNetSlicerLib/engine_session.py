@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from SMARTNetLib import engine_command
-from SMARTNetLib.process_runner import EXIT_EVENT, ProcessRunner, RunOutcome
+from SMARTNetLib.client import engine_command
+from SMARTNetLib.client.process_runner import EXIT_EVENT, ProcessRunner, RunOutcome
 
 # The folder that contains SMARTNetLib (SMARTNet/, in a source tree and in an installed extension).
 ENGINE_PARENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,9 +12,8 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from SMARTNetLib import training_command, training_set
-from SMARTNetLib.models import smartnet_home
-
+from SMARTNetLib.client import training_command, training_set
+from SMARTNetLib.contracts.locations import smartnet_home
 from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
 from SMARTNetSlicerLib.scene_context import ModuleLogics, nodesByClass
 

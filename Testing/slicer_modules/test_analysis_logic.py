@@ -14,8 +14,8 @@ from vtk.util import numpy_support
 
 from conftest import run_cli
 from mrml_world import SAMPLE_HEAD, SceneUnderTest, new_engine, run_analysis
-from SMARTNetLib import analysis_results
-from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.client import analysis_results
+from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetSlicerLib.analysis_logic import (
     ACTIVATION_DISPLAY_THRESHOLD,
     INPUT_ATTRIBUTE,
@@ -244,7 +244,7 @@ def test_dicom_seg_export_from_the_volume_s_own_dicom_files(scene, tmp_path):
     import pydicom
     from test_analyze_cli import write_dicom_series
 
-    from SMARTNetLib.volume import dicom_series_files
+    from SMARTNetLib.io.volume import dicom_series_files
 
     image = sitk.Cast(sitk.ReadImage(str(SAMPLE_HEAD)), sitk.sitkInt16)
     files = dicom_series_files(write_dicom_series(image, tmp_path / "series"))

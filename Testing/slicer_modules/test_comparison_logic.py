@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import slicer
 
 from mrml_world import SAMPLE_HEAD, SceneUnderTest, new_engine, run_analysis
-from SMARTNetLib import analysis_results
+from SMARTNetLib.client import analysis_results
 from SMARTNetSlicerLib.analysis_logic import INPUT_ATTRIBUTE, ROLE_ATTRIBUTE, AnalysisLogic
 from SMARTNetSlicerLib.comparison_logic import FOLLOWUP_ATTRIBUTE, ROLES, ComparisonLogic
 

@@ -15,7 +15,7 @@ import vtk
 
 from conftest import head_phantom
 from mrml_world import SceneUnderTest, new_engine
-from SMARTNetLib import training_command, training_set
+from SMARTNetLib.client import training_command, training_set
 from SMARTNetSlicerLib.training_logic import CHART_COLUMNS, TrainingLogic, matrixToList
 
 

@@ -7,9 +7,17 @@ import importlib.util
 import time
 from pathlib import Path
 
-from SMARTNetLib.analysis_results import sha256_of
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink, StageProgress
+from SMARTNetLib.client.analysis_results import sha256_of
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink, StageProgress
+from SMARTNetLib.contracts.files import (
+    DICOM_SEG_FILE,
+    LABELS_NIFTI_FILE,
+    REPORT_FILE,
+    SEGMENTATION_FILE,
+    activation_file,
+)
+from SMARTNetLib.contracts.report import FORMAT_VERSION, Familiarity, Report, ReportModel, write_report
 
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")  # inference.EXPLAIN_METHODS, without torch
 HELP = "analyze head CT volumes (NIfTI, NRRD, MHA files or DICOM folders) for intracranial hemorrhage"
@@ -51,14 +59,14 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
             raise SmartNetError("--format dicom-seg needs a DICOM folder as input (a DICOM SEG references its "
                                 "series)", path)
     case_dirs = case_folders(inputs, args.output_dir)
-    from SMARTNetLib.volume import read_input
+    from SMARTNetLib.io.volume import read_input
 
     clock = time.perf_counter()
     first = read_input(inputs[0])  # a bad first input fails before the model is loaded
     first_read = round(time.perf_counter() - clock, 3)
 
-    from SMARTNetLib.inference import Analyzer, resolve_device
-    from SMARTNetLib.models import load_model_cached, resolve_model
+    from SMARTNetLib.analysis.inference import Analyzer, resolve_device
+    from SMARTNetLib.model.store import load_model_cached, resolve_model
 
     clock = time.perf_counter()
     sink.progress("load", 0.0, "loading model")
@@ -77,7 +85,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         image, dicom = first if n == 0 else read_input(path)
         timing = {"load_model": load_seconds, "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}
         report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom)
-        cases.append({"input": str(path), "output_dir": str(folder), "report": str(folder / "report.json"),
+        cases.append({"input": str(path), "output_dir": str(folder), "report": str(folder / REPORT_FILE),
                       "ich_probability": report["ich_probability"], "total_volume_ml": report["total_volume_ml"],
                       "findings": {k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
                       "warnings": report["warnings"], "clinical": report["clinical"]})
@@ -89,8 +97,8 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
                 sink: EventSink, timing: dict[str, float], dicom=None) -> dict:
     """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder."""
-    from SMARTNetLib import outputs
-    from SMARTNetLib.clinical_measures import clinical_measures
+    from SMARTNetLib.analysis.clinical_measures import clinical_measures
+    from SMARTNetLib.io import outputs
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
                                 progress=lambda f, m: progress(0.05 + 0.85 * f, m))
@@ -102,55 +110,57 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
     clock = time.perf_counter()
     progress(0.9, "writing results")
     card = analyzer.card
-    files = {"segmentation": outputs.SEGMENTATION_FILE, "report": outputs.REPORT_FILE}
+    files = {"segmentation": SEGMENTATION_FILE, "report": REPORT_FILE}
     with outputs.write_errors(folder), outputs.staged_output(folder) as stage:
-        outputs.write_segmentation(stage / outputs.SEGMENTATION_FILE, analysis.labels, analyzer.classes)
+        outputs.write_segmentation(stage / SEGMENTATION_FILE, analysis.labels, analyzer.classes)
         if args.format == "nifti":
-            outputs.write_image(stage / outputs.LABELS_NIFTI_FILE, analysis.labels)
-            files["labels"] = outputs.LABELS_NIFTI_FILE
+            outputs.write_image(stage / LABELS_NIFTI_FILE, analysis.labels)
+            files["labels"] = LABELS_NIFTI_FILE
         elif args.format == "dicom-seg":
             import SimpleITK as sitk
 
-            from SMARTNetLib.dicom_seg import write_dicom_seg
+            from SMARTNetLib.io.dicom_seg import write_dicom_seg
 
             try:
                 if dicom.resampled:
                     raise SmartNetError("no DICOM SEG written: the slices were resampled onto a regular grid, so "
                                         "frames on the source images would not match the analysis")
-                write_dicom_seg(stage / outputs.DICOM_SEG_FILE, sitk.GetArrayViewFromImage(analysis.labels),
+                write_dicom_seg(stage / DICOM_SEG_FILE, sitk.GetArrayViewFromImage(analysis.labels),
                                 analyzer.classes, list(dicom.series.files), (card.name, card.version))
-                files["dicom_seg"] = outputs.DICOM_SEG_FILE
+                files["dicom_seg"] = DICOM_SEG_FILE
             except SmartNetError as err:  # e.g. nothing found: the other outputs stand
                 analysis.warnings.append(err.problem)
                 sink.warning(f"{path}: {err.problem}")
         for target, heat in analysis.activations.items():
-            name = "activation.nrrd" if target == card.output_names[0] else f"activation-{target}.nrrd"
+            key, name = activation_file(target, card.output_names[0])
             outputs.write_image(stage / name, heat)
-            files["activation" if name == "activation.nrrd" else f"activation_{target}"] = name
-        report = {
-            "input": str(path),
-            "model": {"name": card.name, "version": card.version, "description": card.summary,
-                      "synthetic_only": card.synthetic_only,
-                      "finding_classifier": analyzer.model.finding_classifier is not None},
-            "device": str(analyzer.device),
-            "ich_probability": round(analysis.ich_probability, 4),
-            "classes": list(card.classes),
-            "findings": analysis.findings,
-            "total_volume_ml": round(analysis.total_volume_ml, 3),
-            "slice_probabilities": analysis.slice_probabilities,
-            "slice_order": analysis.slice_order,
-            "explain": args.explain,
-            "timing_s": {**timing, **analysis.timing},
-            "warnings": analysis.warnings,
-            "familiarity": {"reconstruction_error": analysis.familiarity,
-                            "threshold": card.familiarity.get("threshold")},
-            "input_series": dicom.report() if dicom is not None else None,
-            "clinical": clinical_measures(analysis.labels, analysis.findings,
-                                          {c.name: c.label_value for c in analyzer.classes}, image),
-            "files": files,
-        }
+            files[key] = name
+        report = Report(
+            format_version=FORMAT_VERSION,
+            input=str(path),
+            model=ReportModel(name=card.name, version=card.version, description=card.summary,
+                              synthetic_only=card.synthetic_only,
+                              finding_classifier=analyzer.model.finding_classifier is not None),
+            device=str(analyzer.device),
+            ich_probability=round(analysis.ich_probability, 4),
+            classes=list(card.classes),
+            findings=analysis.findings,
+            total_volume_ml=round(analysis.total_volume_ml, 3),
+            slice_probabilities=analysis.slice_probabilities,
+            slice_order=analysis.slice_order,
+            explain=args.explain,
+            timing_s={**timing, **analysis.timing},
+            warnings=analysis.warnings,
+            familiarity=Familiarity(reconstruction_error=analysis.familiarity,
+                                    threshold=card.familiarity.get("threshold")),
+            input_series=dicom.report() if dicom is not None else None,
+            clinical=clinical_measures(analysis.labels, analysis.findings,
+                                      {c.name: c.label_value for c in analyzer.classes}, image),
+            files=files,
+            sha256={},
+        )
         if args.report:
-            from SMARTNetLib.visual_report import write_visual_report
+            from SMARTNetLib.report.visual_report import write_visual_report
 
             heat = next(iter(analysis.activations.values()), None)
             written = write_visual_report(image, analysis.labels, heat, report, stage, warnings=report["warnings"])
@@ -158,8 +168,8 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
         report["timing_s"]["write"] = round(time.perf_counter() - clock, 3)
         # readers check these before handing a file to a C++ reader (a damaged .nrrd aborts Slicer's)
         report["sha256"] = {name: sha256_of(stage / name) for name in sorted(set(files.values()))
-                            if name != outputs.REPORT_FILE and (stage / name).is_file()}
-        outputs.write_json(stage / outputs.REPORT_FILE, report)
+                            if name != REPORT_FILE and (stage / name).is_file()}
+        write_report(stage / REPORT_FILE, report)
     progress(1.0, f"{path.name} done")
     return report
 
@@ -189,7 +199,7 @@ def clinical_lines(clinical: dict) -> list[str]:
              f"{f['abc2_ml']:.1f} mL (C from all slices: {f['abc2_all_slices_ml']:.1f} mL; segmented "
              f"{f['segmented_ml']:.1f} mL)"
              for n, f in enumerate(clinical.get("abc2_intraparenchymal") or [], start=1)]
-    from SMARTNetLib.analysis_results import location_text, midline_shift_text, yes_no
+    from SMARTNetLib.client.analysis_results import location_text, midline_shift_text, yes_no
 
     lines += [f"  Location of intraparenchymal finding {n}: {location_text(f)}"
               for n, f in enumerate(clinical.get("location_intraparenchymal") or [], start=1)]
@@ -205,7 +215,7 @@ def clinical_lines(clinical: dict) -> list[str]:
 
 def list_series(inputs: list[Path]) -> dict:
     """The image series of each DICOM folder, the one that would be analyzed first."""
-    from SMARTNetLib.dicom_series import choose_series, find_series
+    from SMARTNetLib.io.dicom_series import choose_series, find_series
 
     folders = []
     for path in inputs:

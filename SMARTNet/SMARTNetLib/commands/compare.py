@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from SMARTNetLib.analysis_results import sha256_of
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink, StageProgress
+from SMARTNetLib.client.analysis_results import sha256_of
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink, StageProgress
+from SMARTNetLib.contracts.files import (
+    ALIGNED_SEGMENTATION_FILE,
+    COMPARISON_FIGURE_FILE,
+    COMPARISON_FILE,
+    REPORT_FILE,
+    SEGMENTATION_FILE,
+    write_json_atomic,
+)
 
 HELP = "compare a follow-up head CT with the baseline: rigid registration, volume change, hematoma expansion"
-COMPARISON_FILE = "comparison.json"
-FIGURE_FILE = "comparison.png"
-ALIGNED_FILE = "followup-in-baseline.seg.nrrd"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
 
-    from SMARTNetLib import outputs
-    from SMARTNetLib.comparison import compare_labels, register_rigid, resample_onto
+    from SMARTNetLib.analysis.comparison import compare_labels, register_rigid, resample_onto
+    from SMARTNetLib.io import outputs
 
     for path in (args.baseline, args.followup):
         if not path.exists():
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     scans, analyzer = {}, None
     for n, (role, path) in enumerate((("baseline", args.baseline), ("followup", args.followup))):
         progress = StageProgress(sink, role, 0.05 + 0.35 * n, 0.4 + 0.35 * n)
-        if path.is_dir() and (path / outputs.REPORT_FILE).is_file():
+        if path.is_dir() and (path / REPORT_FILE).is_file():
             progress(0.0, f"reading the analysis in {path}")
             scans[role] = _reused(path)
             continue
@@ -55,22 +60,24 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     sink.progress("write", 0.9, "writing the comparison")
     result = {"baseline": _summary(scans["baseline"]), "followup": _summary(scans["followup"]),
               "registration": registration.describe(), **numbers,
-              "files": {"comparison": COMPARISON_FILE, "figure": FIGURE_FILE, "followup_in_baseline": ALIGNED_FILE}}
-    from SMARTNetLib.comparison_figure import write_comparison_figure
+              "files": {"comparison": COMPARISON_FILE, "figure": COMPARISON_FIGURE_FILE,
+                        "followup_in_baseline": ALIGNED_SEGMENTATION_FILE}}
+    from SMARTNetLib.report.comparison_figure import write_comparison_figure
 
     with outputs.write_errors(args.output_dir), outputs.staged_output(args.output_dir) as stage:
-        outputs.write_segmentation(stage / ALIGNED_FILE, aligned, classes)
-        write_comparison_figure(stage / FIGURE_FILE, scans["baseline"]["ct"], scans["baseline"]["labels"],
+        outputs.write_segmentation(stage / ALIGNED_SEGMENTATION_FILE, aligned, classes)
+        write_comparison_figure(stage / COMPARISON_FIGURE_FILE, scans["baseline"]["ct"], scans["baseline"]["labels"],
                                 aligned_ct, aligned, classes, result)
-        result["sha256"] = {name: sha256_of(stage / name) for name in (ALIGNED_FILE, FIGURE_FILE)}
-        outputs.write_json(stage / COMPARISON_FILE, result)
+        result["sha256"] = {name: sha256_of(stage / name)
+                            for name in (ALIGNED_SEGMENTATION_FILE, COMPARISON_FIGURE_FILE)}
+        write_json_atomic(stage / COMPARISON_FILE, result)
     sink.progress("done", 1.0, "comparison written")
     return {"output_dir": str(args.output_dir), **result}
 
 
 def _analyzer(args: argparse.Namespace):
-    from SMARTNetLib.inference import Analyzer, resolve_device
-    from SMARTNetLib.models import load_model_cached, resolve_model
+    from SMARTNetLib.analysis.inference import Analyzer, resolve_device
+    from SMARTNetLib.model.store import load_model_cached, resolve_model
 
     device = resolve_device(args.device)
     model, card, _ = load_model_cached(resolve_model(args.model), device)
@@ -79,23 +86,24 @@ def _analyzer(args: argparse.Namespace):
 
 def _analyzed(analyzer, path: Path, folder: Path, progress: StageProgress, sink: EventSink) -> dict:
     """Analyze one CT into ``folder`` exactly as ``smartnet analyze`` does."""
-    from SMARTNetLib.volume import read_input
     from SMARTNetLib.commands.analyze import analyze_one
+    from SMARTNetLib.io.volume import read_input
 
     progress(0.0, f"reading {path.name}")
     image, dicom = read_input(path)
     options = argparse.Namespace(format="seg", explain="gradcam", explain_subtypes=False, report=False)
     report = analyze_one(analyzer, path, image, folder, options, progress, sink, {}, dicom)
-    return {"ct": image, "labels": _read_labels(folder / "segmentation.seg.nrrd"), "report": report,
+    return {"ct": image, "labels": _read_labels(folder / SEGMENTATION_FILE), "report": report,
             "folder": folder, "input": path}
 
 
 def _reused(folder: Path) -> dict:
     """An earlier ``smartnet analyze`` output: its report, its checked segmentation and its input CT."""
-    from SMARTNetLib.analysis_results import read_report, result_files, verify_files
-    from SMARTNetLib.volume import read_input
+    from SMARTNetLib.client.analysis_results import result_files, verify_files
+    from SMARTNetLib.contracts.report import read_report
+    from SMARTNetLib.io.volume import read_input
 
-    report = read_report(folder / "report.json")
+    report = read_report(folder / REPORT_FILE)
     verify_files(folder, report)
     files = result_files(folder, report)
     if files.segmentation is None:
@@ -103,7 +111,7 @@ def _reused(folder: Path) -> dict:
     source = Path(report["input"])
     if not source.exists():
         raise SmartNetError(f"the analysed CT {source} is gone (comparison needs the image to register)",
-                            folder / "report.json")
+                            folder / REPORT_FILE)
     image, _ = read_input(source)
     return {"ct": image, "labels": _read_labels(Path(files.segmentation)), "report": report, "folder": folder,
             "input": source}
@@ -119,7 +127,7 @@ def _read_labels(path: Path):
 
 
 def _classes(baseline: dict, followup: dict):
-    from SMARTNetLib.classes import classes_for
+    from SMARTNetLib.contracts.classes import classes_for
 
     if list(baseline["classes"]) != list(followup["classes"]):
         raise SmartNetError(f"the two analyses have different classes ({', '.join(baseline['classes'])} against "

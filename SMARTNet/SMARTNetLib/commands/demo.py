@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink
-from SMARTNetLib.models import DEFAULT_MODEL
 from SMARTNetLib.commands import analyze
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.locations import DEFAULT_MODEL
 
 HELP = "analyze the bundled sample head CT (synthetic hemorrhage) with the bundled model and summarize"
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -40,7 +40,7 @@ def truth_volumes() -> dict[str, float]:
     import numpy as np
     import SimpleITK as sitk
 
-    from SMARTNetLib.classes import SUBTYPES
+    from SMARTNetLib.contracts.classes import SUBTYPES
 
     label = sitk.ReadImage(str(SAMPLE_TRUTH))
     counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=6)

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink, StageProgress
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink, StageProgress
 
 HELP = "plot a t-SNE of a model's slice or volume features over a datalist (two models side by side)"
 
@@ -25,11 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
-    from SMARTNetLib.embedding import collect, plot, tsne
-    from SMARTNetLib.inference import Analyzer, resolve_device
-    from SMARTNetLib.models import load_model, resolve_model
+    from SMARTNetLib.analysis.embedding import collect, plot, tsne
+    from SMARTNetLib.analysis.inference import Analyzer, resolve_device
+    from SMARTNetLib.io.volume import read_ct
+    from SMARTNetLib.model.store import load_model, resolve_model
     from SMARTNetLib.training.datalist import load_datalist, read_label
-    from SMARTNetLib.volume import read_ct
 
     if len(args.model) > 2:
         raise SmartNetError("--model can be given at most twice")

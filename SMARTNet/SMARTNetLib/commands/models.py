@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from SMARTNetLib.events import EventSink
-from SMARTNetLib.models import list_models, user_models_dir
+from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.locations import user_models_dir
+from SMARTNetLib.model.store import list_models
 
 HELP = "list the bundled models and the user's models ($SMARTNET_HOME/models, default ~/.smartnet/models)"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink
 
 HELP = "pretrain a SMART-Net encoder on unlabeled CTs by restoring distorted slices (Models Genesis)"
 

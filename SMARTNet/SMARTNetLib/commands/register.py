@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink, StageProgress
-from SMARTNetLib.model_registry import evaluate_on_validation, name_problem, register_model
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink, StageProgress
+from SMARTNetLib.contracts.locations import name_problem
+from SMARTNetLib.model.registry import evaluate_on_validation, register_model
 
 HELP = "register a model folder written by 'smartnet train' as a user model (compares it with its base model)"
 

@@ -5,7 +5,7 @@ One request per line on stdin, a JSON object ``{"id": ..., "argv": ["analyze", "
 same JSON lines as ``smartnet COMMAND --events`` writes, framed by ``{"event": "request", "id": ...}`` and
 ``{"event": "done", "id": ..., "returncode": N}``. A failing request ends in its ``error`` event and a non-zero
 ``returncode``; the engine goes on with the next. End of input ends the engine. The imports and the last
-model loaded stay in memory (:func:`SMARTNetLib.models.load_model_cached`), which is what makes the second
+model loaded stay in memory (:func:`SMARTNetLib.model.store.load_model_cached`), which is what makes the second
 request fast. To cancel a request, end the process (the client then starts a new one).
 """
 
@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink, JsonLinesSink
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink, JsonLinesSink
 
 HELP = "a long-lived engine: JSON requests on stdin, the JSON event stream on stdout, the model kept loaded"
 
@@ -72,8 +72,8 @@ def _argv(request) -> list[str]:
 
 
 def _preload(model: str | None, out: JsonLinesSink) -> None:
-    from SMARTNetLib.inference import resolve_device
-    from SMARTNetLib.models import load_model_cached, resolve_model
+    from SMARTNetLib.analysis.inference import resolve_device
+    from SMARTNetLib.model.store import load_model_cached, resolve_model
 
     model_dir = resolve_model(model)
     load_model_cached(model_dir, resolve_device("auto"))

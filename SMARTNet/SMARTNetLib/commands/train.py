@@ -6,18 +6,19 @@ import argparse
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink
-from SMARTNetLib.model_card import OPERATOR_INPUTS, VOLUME_SEGMENTATIONS
+from SMARTNetLib.contracts.defaults import TRAINING
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.model_card import OPERATOR_INPUTS, VOLUME_SEGMENTATIONS
 
 HELP = "train a SMART-Net model from a MONAI datalist (also under torchrun for several GPUs or processes)"
 
 # Built-in defaults of the options a recipe may set (argparse defaults are None so that a recipe can fill them).
-DEFAULTS = {"stage": "all", "epochs": 10, "downstream_epochs": 4, "lr": 1e-3, "batch_size": 8, "val_split": 0.2,
-            "architecture": "default", "image_size": None, "classes": None, "seed": 0, "name": None,
-            "steps_per_epoch": None, "unfreeze_after": None, "operator_inputs": None,
+DEFAULTS = {**{k: v for k, v in asdict(TRAINING).items() if k != "device"}, "image_size": None, "classes": None,
+            "name": None, "steps_per_epoch": None, "unfreeze_after": None, "operator_inputs": None,
             "volume_segmentation": None}
 
 
@@ -28,12 +29,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="model folder to write (best weights + model.json; checkpoints/ for --resume)")
     parser.add_argument("--base-model", default=None, help="start from this model (name or folder)")
     parser.add_argument("--stage", choices=("upstream", "downstream", "all"), help="training stages (default: all)")
-    parser.add_argument("--epochs", type=int, help="upstream (2D) epochs (default: 10)")
-    parser.add_argument("--downstream-epochs", type=int, help="downstream (3D operator) epochs (default: 4)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
-    parser.add_argument("--batch-size", type=int, help="slices per step and process (default: 8)")
+    parser.add_argument("--epochs", type=int, help=f"upstream (2D) epochs (default: {TRAINING.epochs})")
+    parser.add_argument("--downstream-epochs", type=int,
+                        help=f"downstream (3D operator) epochs (default: {TRAINING.downstream_epochs})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default: {TRAINING.lr:g})")
+    parser.add_argument("--batch-size", type=int, help=f"slices per step and process (default: {TRAINING.batch_size})")
     parser.add_argument("--val-split", type=float,
-                        help='fraction of training cases held out when the datalist has no "validation" (default 0.2)')
+                        help='fraction of training cases held out when the datalist has no "validation" '
+                             f"(default {TRAINING.val_split:g})")
     parser.add_argument("--architecture", choices=("default", "paper", "tiny"), help="network size (default: default)")
     parser.add_argument("--image-size", type=int, help="network input size in px (default: the architecture's)")
     parser.add_argument("--operator-inputs", choices=OPERATOR_INPUTS,
@@ -45,8 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "model's)")
     parser.add_argument("--classes", choices=("subtypes", "binary"),
                         help="five subtypes or one 'hemorrhage' class (default: from the datalist and labels)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
+    parser.add_argument("--device", default=TRAINING.device, help="auto (GPU if available), cpu or cuda")
+    parser.add_argument("--seed", type=int, help=f"random seed (default: {TRAINING.seed})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--recipe", default=None, help="a committed recipe (e.g. 'default': the bundled model's)")
     parser.add_argument("--name", help="model name in the card (default: the output folder's name)")

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from SMARTNetLib.classes import get_class
+from SMARTNetLib.contracts.classes import get_class
 from SMARTNetLib.synthetic.noise import SmoothNoise
 from SMARTNetLib.synthetic.phantom import ellipsoid_sd, rotation_matrix, soft
 
-# BHSD peak HU per subtype (DESIGN.md); the spread is the per-bleed standard deviation of the mean.
+# BHSD peak HU per subtype (ARCHITECTURE.md, "Facts the generators follow"); the spread is the per-bleed
+# standard deviation of the mean.
 BLOOD_HU = {"epidural": 60.0, "intraparenchymal": 52.0, "intraventricular": 42.0, "subarachnoid": 46.0,
             "subdural": 51.0}
 BLOOD_SPREAD = 5.0
@@ -197,7 +198,7 @@ def plan_bleeds(rng: np.random.Generator, host, subtypes: list[str], gravity: np
 
 def random_subtypes(rng: np.random.Generator) -> list[str]:
     """Subtypes of a positive case: one to four bleeds, mixes as seen clinically."""
-    from SMARTNetLib.classes import SUBTYPE_NAMES
+    from SMARTNetLib.contracts.classes import SUBTYPE_NAMES
 
     n = int(rng.choice([1, 2, 3, 4], p=[0.45, 0.3, 0.17, 0.08]))
     weights = np.array([0.12, 0.26, 0.16, 0.22, 0.24])  # EDH rarer

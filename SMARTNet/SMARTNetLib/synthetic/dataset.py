@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from SMARTNetLib.classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
+from SMARTNetLib.contracts.classes import SUBTYPE_NAMES, SUBTYPES, class_from_segment_name
+from SMARTNetLib.contracts.files import atomic_path, write_json_atomic
 from SMARTNetLib.synthetic.bleeds import plan_bleeds, random_subtypes, septum_shift_mm
 from SMARTNetLib.synthetic.noise import SmoothNoise
 from SMARTNetLib.synthetic.phantom import ProceduralHead
@@ -50,7 +48,7 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
     (the InVesalius head; falls back to procedural when absent) or ``mixed`` (random per seed).
     ``style``: ``plain`` (releases up to 1.3.0) or ``randomised`` (:mod:`.randomisation`: the same anatomy and
     bleeds for the same seed, plus hard-negative mimics, scanner variety and, in the real head, warps).
-    Returns the CT (int16 HU), its label map (uint8, label values of ``SMARTNetLib.classes``, same
+    Returns the CT (int16 HU), its label map (uint8, label values of ``SMARTNetLib.contracts.classes``, same
     geometry) and a description (subtypes, volume_ml, host, scanner, bleeds).
 
     >>> ct, label, info = make_case(0, subtypes=["subdural"])
@@ -108,21 +106,8 @@ def _finish(ct: sitk.Image, label: sitk.Image, info: dict, wanted: list[str]) ->
 
 
 def _write_image(image: sitk.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent, prefix=".tmp-")
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
 def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "small", host: str = "procedural",
@@ -156,7 +141,7 @@ def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "sm
     finally:
         if pool is not None:
             pool.terminate()
-    write_json_atomic(datalist, out / "datalist.json")
+    write_json_atomic(out / "datalist.json", datalist, indent=1)
     entries = datalist["training"] + datalist["validation"]
     counts = {s: sum(s in e["subtypes"] for e in entries) for s in SUBTYPE_NAMES}
     return {"output_dir": str(out), "datalist": str(out / "datalist.json"), "cases": n,

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from SMARTNetLib.classes import get_class
+from SMARTNetLib.contracts.classes import get_class
 
 SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 EXTENT = (172, 210, 176)  # (z, y, x) mm of the canonical 1 mm grid

@@ -7,8 +7,8 @@ directly on a scanner grid at its own resolution: there is no canonical voxel vo
 are linear ramps one voxel wide, which gives partial volume in-plane; the scanner module averages
 sub-slices for partial volume across thick slices.
 
-HU follow DESIGN.md section 1: CSF 0-15, white matter 20-35, grey matter 30-45, calcification > 100,
-bone 600-2000 (diploe lower than the tables), air -1000.
+HU follow ARCHITECTURE.md, "Facts the generators follow": CSF 0-15, white matter 20-35, grey matter 30-45,
+calcification > 100, bone 600-2000 (diploe lower than the tables), air -1000.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A network trained on one generator learns that generator. Following SynthSeg (Billot et al., MedIA 2023),
 everything that the label does not determine is randomised far beyond one generator's habits, while HU stay
-meaningful; and the dense structures that look like acute blood on every normal scan (DESIGN.md, "Mimics")
-are painted into most cases, never labelled:
+meaningful; and the dense structures that look like acute blood on every normal scan (ARCHITECTURE.md, "Facts
+the generators follow") are painted into most cases, never labelled:
 
 - :func:`plan_mimics` / :meth:`Mimic.paint`: thick or calcified falx, an oblique dense tentorium band,
   hyperdense dural venous sinuses (superior sagittal, straight, transverse), calcification of the choroid

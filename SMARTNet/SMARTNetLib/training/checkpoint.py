@@ -1,18 +1,31 @@
-"""Checkpoints of training runs: random-number states, atomic model updates, optimizer steps, resuming."""
+"""What every trainer (``loop.Trainer``, ``pretrain.Pretrainer``) shares: checkpoints and resuming, random-number
+states, atomic model updates, optimizer steps, the learning-rate schedule and which modules train."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from SMARTNetLib.models import save_model
-from SMARTNetLib.network import SmartNet
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.files import atomic_path
+from SMARTNetLib.contracts.model_card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from SMARTNetLib.model.network import SmartNet
+from SMARTNetLib.model.store import save_model
+
+CHECKPOINT = "checkpoints/last.pt"  # inside a run's output folder
+SLICES_PER_VOLUME = 8  # default upstream epoch: this many sampled slices per training volume
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a run's checkpoint atomically (a crash during the write keeps the previous one)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, output: Path, resume: bool, kind: str) -> dict | None:
@@ -82,3 +95,26 @@ def seed_all(seed: int) -> None:
 
 def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def set_phase(net: SmartNet, modules: list[nn.Module]) -> list[nn.Parameter]:
+    """Only ``modules`` train (gradients and train mode, e.g. BatchNorm statistics); the rest is frozen in eval."""
+    net.requires_grad_(False)
+    net.eval()
+    for m in modules:
+        m.requires_grad_(True)
+        m.train()
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def lr_lambda(total: int):
+    """Linear warm-up (5% of the steps) then cosine decay to 5% of the learning rate."""
+    warm = max(1, total // 20)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor

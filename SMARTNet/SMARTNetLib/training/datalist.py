@@ -9,7 +9,7 @@ A datalist is the MONAI convention::
 
 Paths are relative to the datalist file. Labels are label maps (0 background, 1 EDH, 2 IPH, 3 IVH,
 4 SAH, 5 SDH) or Slicer segmentations whose segment names map to classes through
-:func:`~SMARTNetLib.classes.class_from_segment_name`. A label may be left out for a normal CT.
+:func:`~SMARTNetLib.contracts.classes.class_from_segment_name`. A label may be left out for a normal CT.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SMARTNetLib.classes import SUBTYPES, class_from_segment_name, get_class
-from SMARTNetLib.errors import SmartNetError
+from SMARTNetLib.contracts.classes import SUBTYPES, class_from_segment_name, get_class
+from SMARTNetLib.contracts.errors import SmartNetError
 
 GENERIC = 6  # internal label value of a segment named just "hemorrhage" (no subtype known)
 MAX_VALUE = 5

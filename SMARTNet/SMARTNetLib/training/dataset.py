@@ -1,7 +1,7 @@
 """Training volumes preloaded in memory at model size, hemorrhage-aware slice sampling and augmentation.
 
-Every volume is read once, oriented like at inference (canonical LPS, :func:`~SMARTNetLib.volume.to_canonical`)
-and resized in-plane with the inference code (:class:`~SMARTNetLib.preprocessing.SliceGrid`); HU are kept
+Every volume is read once, oriented like at inference (canonical LPS, :func:`~SMARTNetLib.io.volume.to_canonical`)
+and resized in-plane with the inference code (:class:`~SMARTNetLib.analysis.preprocessing.SliceGrid`); HU are kept
 (as int16) so that intensity augmentation happens in HU before windowing. A training step then only indexes
 tensors in memory: no file I/O, no resampling of whole volumes.
 """
@@ -16,9 +16,9 @@ import SimpleITK as sitk
 import torch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised, RandShiftIntensityd
 
-from SMARTNetLib.model_card import Preprocessing
-from SMARTNetLib.preprocessing import apply_windows, model_size_hu, pool_label_slabs, pool_slabs, slab_groups
-from SMARTNetLib.volume import read_ct, to_canonical
+from SMARTNetLib.analysis.preprocessing import apply_windows, model_size_hu, pool_label_slabs, pool_slabs, slab_groups
+from SMARTNetLib.contracts.model_card import Preprocessing
+from SMARTNetLib.io.volume import read_ct, to_canonical
 from SMARTNetLib.training.datalist import Case, LabelInfo, read_label, to_classes
 
 HU_OFFSET = 1024.0  # augmentation works on HU + 1024 so that zero padding is air

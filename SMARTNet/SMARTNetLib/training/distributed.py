@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from SMARTNetLib.inference import resolve_device
+from SMARTNetLib.analysis.inference import resolve_device
 
 
 @dataclass

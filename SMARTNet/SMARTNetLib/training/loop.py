@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shlex
 import sys
 import time
@@ -25,21 +24,46 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from SMARTNetLib.classes import classes_for
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink
-from SMARTNetLib.model_card import ARCHITECTURES, WEIGHTS_FILE, Architecture, ModelCard, Preprocessing
-from SMARTNetLib.models import load_model, resolve_model
-from SMARTNetLib.network import SmartNet
+from SMARTNetLib.contracts.classes import classes_for
+from SMARTNetLib.contracts.defaults import TRAINING
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.model_card import ARCHITECTURES, WEIGHTS_FILE, Architecture, ModelCard, Preprocessing
+from SMARTNetLib.model.network import SmartNet
+from SMARTNetLib.model.store import load_model, resolve_model
 from SMARTNetLib.training import distributed
-from SMARTNetLib.training.checkpoint import derived_seed, load_checkpoint, optimizer_step, restore_rng, rng_state, save_model_into, seed_all
+from SMARTNetLib.training.checkpoint import (
+    CHECKPOINT,
+    SLICES_PER_VOLUME,
+    derived_seed,
+    load_checkpoint,
+    lr_lambda,
+    optimizer_step,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    save_model_into,
+    seed_all,
+    set_phase,
+)
 from SMARTNetLib.training.datalist import Datalist, class_names, load_datalist
-from SMARTNetLib.training.dataset import SliceSampler, TrainingVolume, ValidationVolume, class_targets, neighbours, preload, read_case, slice_augmentation, slice_batch, volume_augmentation, volume_item, window
+from SMARTNetLib.training.dataset import (
+    SliceSampler,
+    TrainingVolume,
+    ValidationVolume,
+    class_targets,
+    neighbours,
+    preload,
+    read_case,
+    slice_augmentation,
+    slice_batch,
+    volume_augmentation,
+    volume_item,
+    window,
+)
 from SMARTNetLib.training.losses import DownstreamLoss, UpstreamLoss
 from SMARTNetLib.training.metrics import evaluate
 
-CHECKPOINT = "checkpoints/last.pt"
-SLICES_PER_VOLUME = 8  # default upstream epoch: this many sampled slices per training volume
 STAGES = ("upstream", "downstream")
 
 
@@ -50,17 +74,17 @@ class TrainConfig:
     datalist: Path
     output: Path
     base_model: str | None = None
-    stage: str = "all"
-    epochs: int = 10
-    downstream_epochs: int = 4
-    lr: float = 1e-3
-    batch_size: int = 8
-    val_split: float = 0.2
-    architecture: str = "default"
+    stage: str = TRAINING.stage
+    epochs: int = TRAINING.epochs
+    downstream_epochs: int = TRAINING.downstream_epochs
+    lr: float = TRAINING.lr
+    batch_size: int = TRAINING.batch_size
+    val_split: float = TRAINING.val_split
+    architecture: str = TRAINING.architecture
     image_size: int | None = None
     classes: str | None = None  # "subtypes", "binary" or None (from the datalist / labels)
-    device: str = "auto"
-    seed: int = 0
+    device: str = TRAINING.device
+    seed: int = TRAINING.seed
     resume: bool = False
     name: str | None = None
     steps_per_epoch: int | None = None
@@ -108,12 +132,11 @@ class VolumeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_2d):
             out = self.net.forward_slices(x, reconstruct=False)
-        seg = self.net.volume_segmenter(out["decoder"].permute(1, 0, 2, 3)[None], out["seg"].permute(1, 0, 2, 3)[None])
+        seg = self.net.segment_volume(out["decoder"], out["seg"])  # (K, D, H, W)
         # "segmentation-3d" reads the refined segmentation, which only the segmentation loss teaches
-        refined = self.net.volume_probabilities(seg.detach()[0].float(), dim=0).permute(1, 0, 2, 3) \
+        refined = self.net.volume_probabilities(seg.detach().float(), dim=0).permute(1, 0, 2, 3) \
             if self.net.reads_refined_segmentation else None
-        cls = self.net.volume_classifier(self.net.volume_vectors(out, refined)[None])
-        return cls, seg
+        return self.net.classify_volume(out, refined)[None], seg[None]
 
 
 def trainable_modules(net: SmartNet, stage: str, unfrozen: bool) -> list[nn.Module]:
@@ -132,29 +155,6 @@ def last_encoder_stage(encoder: nn.Module) -> nn.Module:
         return encoder.layer4
     blocks = list(encoder._blocks)  # EfficientNetBNFeatures
     return nn.ModuleList(blocks[-max(1, len(blocks) // 4):])
-
-
-def set_phase(net: SmartNet, modules: list[nn.Module]) -> list[nn.Parameter]:
-    """Only ``modules`` train (gradients and train mode, e.g. BatchNorm statistics); the rest is frozen in eval."""
-    net.requires_grad_(False)
-    net.eval()
-    for m in modules:
-        m.requires_grad_(True)
-        m.train()
-    return [p for p in net.parameters() if p.requires_grad]
-
-
-def lr_lambda(total: int):
-    """Linear warm-up (5% of the steps) then cosine decay to 5% of the learning rate."""
-    warm = max(1, total // 20)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 class Trainer:
@@ -391,11 +391,12 @@ class Trainer:
                 self._keep_best(record, metrics)
             rng = self.dist.gather(rng_state())
             if self.dist.main:
-                self._save_checkpoint({"stage": stage, "epoch": epoch + 1, "model": net.state_dict(),
-                                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                       "scaler": scaler.state_dict(), "rng": rng,
-                                       "sampler": {**self.sampler.state_dict(), "epoch": epoch + 1},
-                                       "card": self.card.to_dict(), "history": self.history, "best": self.best})
+                save_checkpoint(self.checkpoint_path, {
+                    "stage": stage, "epoch": epoch + 1, "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rng,
+                    "sampler": {**self.sampler.state_dict(), "epoch": epoch + 1},
+                    "card": self.card.to_dict(), "history": self.history, "best": self.best})
             self.dist.barrier()
             self.out.metrics(**{k: v for k, v in record.items() if k != "val_dice_classes"},
                              val_dice_classes=record["val_dice_classes"], lr=optimizer.param_groups[0]["lr"])
@@ -478,13 +479,6 @@ class Trainer:
         self.best = {"score": score, "metrics": card_metrics}
         self.card = dataclasses.replace(self.card, metrics=card_metrics)
         save_model_into(self.net, self.card, self.cfg.output)
-
-    def _save_checkpoint(self, state: dict) -> None:
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
 
     def _set_rng(self, states: list[dict]) -> None:
         if len(states) == self.dist.world:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from SMARTNetLib.network import exclusive_probabilities
+from SMARTNetLib.model.network import exclusive_probabilities
 
 CONSISTENCY_WEIGHT = 0.5
 
@@ -38,7 +38,7 @@ class PresentDiceBCELoss(nn.Module):
 
 class ExclusiveDiceCELoss(nn.Module):
     """The same for classes that exclude each other (``target`` one-hot or all zero, the background): Dice
-    (MONAI) of the present classes on :func:`~SMARTNetLib.network.exclusive_probabilities`, plus the
+    (MONAI) of the present classes on :func:`~SMARTNetLib.model.network.exclusive_probabilities`, plus the
     cross-entropy of the softmax over background (logit 0) and the classes."""
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Validation with the inference code itself (:class:`~SMARTNetLib.inference.Analyzer`): volume AUC and Dice.
+"""Validation with the inference code itself (:class:`~SMARTNetLib.analysis.inference.Analyzer`): volume AUC and Dice.
 
 Validation runs exactly what users get (orientation, resizing, the 3D operator, thresholds, restoring to
 the input grid), so the metrics in a model card measure the released behaviour.
@@ -11,26 +11,13 @@ from collections.abc import Callable
 import numpy as np
 import SimpleITK as sitk
 import torch
-from sklearn.metrics import roc_auc_score
 
-from SMARTNetLib.classes import classes_for
-from SMARTNetLib.inference import Analyzer
-from SMARTNetLib.model_card import ModelCard
-from SMARTNetLib.network import SmartNet
+from SMARTNetLib.analysis.inference import Analyzer
+from SMARTNetLib.analysis.metrics import dice, roc_auc
+from SMARTNetLib.contracts.classes import classes_for
+from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model.network import SmartNet
 from SMARTNetLib.training.dataset import ValidationVolume
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks (1.0 when both are empty)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
-
-
-def auc(labels: list[int], scores: list[float]) -> float | None:
-    """ROC AUC, or None when the validation set has only one class (AUC undefined)."""
-    if len(set(labels)) < 2:
-        return None
-    return float(roc_auc_score(labels, scores))
 
 
 def evaluate(model: SmartNet, card: ModelCard, volumes: list[ValidationVolume], device: torch.device,
@@ -58,7 +45,7 @@ def evaluate(model: SmartNet, card: ModelCard, volumes: list[ValidationVolume], 
         if progress:
             progress((n + 1) / len(volumes), f"validation volume {n + 1}/{len(volumes)}")
     return {
-        "val_auc": auc(truth, scores),
+        "val_auc": roc_auc(truth, scores),
         "val_dice": float(np.mean(any_dice)) if any_dice else None,
         "val_dice_classes": {k: round(float(np.mean(v)), 4) for k, v in class_dice.items() if v},
         "val_cases": len(volumes),

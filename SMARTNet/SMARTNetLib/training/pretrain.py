@@ -31,16 +31,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from SMARTNetLib.errors import SmartNetError
-from SMARTNetLib.events import EventSink
-from SMARTNetLib.inference import resolve_device
-from SMARTNetLib.model_card import ARCHITECTURES, ModelCard, Preprocessing
-from SMARTNetLib.network import SmartNet
-from SMARTNetLib.volume import IMAGE_SUFFIXES, read_ct
-from SMARTNetLib.training.checkpoint import derived_seed, load_checkpoint, optimizer_step, restore_rng, rng_state, save_model_into, seed_all
+from SMARTNetLib.analysis.inference import resolve_device
+from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.model_card import ARCHITECTURES, ModelCard, Preprocessing
+from SMARTNetLib.io.volume import IMAGE_SUFFIXES, read_ct
+from SMARTNetLib.model.network import SmartNet
+from SMARTNetLib.training.checkpoint import (
+    CHECKPOINT,
+    SLICES_PER_VOLUME,
+    derived_seed,
+    load_checkpoint,
+    lr_lambda,
+    optimizer_step,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    save_model_into,
+    seed_all,
+    set_phase,
+)
 from SMARTNetLib.training.dataset import SliceSampler, TrainingVolume, preload, slice_augmentation, slice_batch, window
 from SMARTNetLib.training.distortions import ModelsGenesis
-from SMARTNetLib.training.loop import CHECKPOINT, SLICES_PER_VOLUME, lr_lambda, set_phase
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 PROBE_SLICES = 32  # distorted slices scored after every epoch (always the same ones)
@@ -222,9 +234,10 @@ class Pretrainer:
             self.card = dataclasses.replace(self.card, metrics={"pretraining": {**record, "loss": cfg.loss,
                                                                                 "history": history}})
             save_model_into(net, self.card, cfg.output)
-            self._save_checkpoint({"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                   "rng": rng_state(), "card": self.card.to_dict(), "history": history})
+            save_checkpoint(self.checkpoint_path, {
+                "epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                "card": self.card.to_dict(), "history": history})
             self.sink.metrics(**record, lr=optimizer.param_groups[0]["lr"])
         net.eval()
         self.sink.progress("done", 1.0, "pretraining finished")
@@ -315,12 +328,6 @@ class Pretrainer:
                 restored.append(restorer(chunk.to(self.device)).float().cpu())
         return float(criterion(torch.cat(restored), target)), float(criterion(probe, target))
 
-    def _save_checkpoint(self, state: dict) -> None:
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
 
 
 def pretrain(cfg: PretrainConfig, sink: EventSink) -> dict:
