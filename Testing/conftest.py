@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from SMARTNetLib.model.store import save_model
 from SMARTNetLib.synthetic.real_head import load_real_head
 
 torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+ENGINE_PARENT = str(ROOT / "SMARTNet")  # the folder holding SMARTNetLib, as the Slicer modules put on the path
 
 OBLIQUE = (0.9659258, -0.2588190, 0.0, 0.2588190, 0.9659258, 0.0, 0.0, 0.0, 1.0)  # 15 degrees about S
 
@@ -107,3 +111,29 @@ def kill_at_first_checkpoint(command: str, args: list[str], output: Path, env: d
     child.send_signal(signal.SIGKILL)
     child.wait()
     return checkpoint
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> Path:
+    """Write ``image`` as a CT DICOM series (one file per slice) with its full geometry."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series_uid = "1.2.826.0.1.3680043.2.1125.1" + time.strftime("%H%M%S")
+    direction = image.GetDirection()
+    for k in range(image.GetDepth()):
+        s = image[:, :, k]
+        tags = {
+            "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0020|000e": series_uid,
+            "0020|000d": series_uid + ".0", "0020|0052": series_uid + ".9", "0010|0010": "Test^Phantom",
+            "0020|0037": "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6],
+                                                         direction[1], direction[4], direction[7])),
+            "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0013": str(k + 1), "0018|0050": f"{image.GetSpacing()[2]:.4f}",
+            "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
+        }
+        for tag, value in tags.items():
+            s.SetMetaData(tag, value)
+        s.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(s)
+    return folder

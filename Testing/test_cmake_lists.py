@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 MODULE = ROOT / "SMARTNet"
 
 STUB = r"""

@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from conftest import head_phantom
+from conftest import ENGINE_PARENT, head_phantom
 from SMARTNetLib.client import analysis_results, engine_command
 from SMARTNetLib.client.process_runner import ProcessRunner
 from SMARTNetLib.contracts.report import read_report
-
-ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 
 
 def _run(args, tmp_path, timeout):

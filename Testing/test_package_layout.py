@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 LIB = ROOT / "SMARTNet" / "SMARTNetLib"
 LIGHT = ("SMARTNetLib.contracts", "SMARTNetLib.client")
 SLICER_SIDE = [ROOT / "SMARTNet" / "SMARTNet.py", ROOT / "SMARTNetTraining" / "SMARTNetTraining.py",

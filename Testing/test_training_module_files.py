@@ -7,15 +7,14 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from test_cmake_lists import STUB
 
+from conftest import ROOT
 from SMARTNetLib.client import engine_command, training_command, training_set
 from SMARTNetLib.contracts import locations
 
-ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "SMARTNetTraining"
 SOURCE = (MODULE / "SMARTNetTraining.py").read_text()
 

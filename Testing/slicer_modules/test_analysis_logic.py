@@ -242,8 +242,8 @@ def test_dicom_seg_export_from_the_volume_s_own_dicom_files(scene, tmp_path):
     """A volume that Slicer's DICOM plugin loaded carries its instance UIDs; the SEG references them."""
     import highdicom as hd
     import pydicom
-    from test_analyze_cli import write_dicom_series
 
+    from conftest import write_dicom_series
     from SMARTNetLib.io.volume import dicom_series_files
 
     image = sitk.Cast(sitk.ReadImage(str(SAMPLE_HEAD)), sitk.sitkInt16)

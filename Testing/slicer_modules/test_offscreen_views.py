@@ -11,7 +11,7 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import ROOT
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ posterior fossa starting 8 mm in front of the landmark in the midline and furthe
 ridges). Deep (basal ganglia, thalamus) means supratentorial, at least 30 mm below the inner table, within 32 mm
 of the midline and near the landmark's level; the rest of the supratentorial brain is lobar. These are
 approximations of a single head's anatomy, checked on the synthetic generator's basal ganglia, thalamic, lobar and
-cerebellar sites (``Testing/test_midline_location.py``), not a segmentation of the anatomy.
+cerebellar sites (``Testing/analysis/test_midline_location.py``), not a segmentation of the anatomy.
 """
 
 from __future__ import annotations

@@ -19,9 +19,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from test_analyze_cli import write_dicom_series
 
-from conftest import head_phantom, run_cli
+from conftest import head_phantom, run_cli, write_dicom_series
 from SMARTNetLib.io.dicom_series import read_dicom_folder
 from SMARTNetLib.io.volume import read_ct
 

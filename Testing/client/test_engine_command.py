@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ENGINE_PARENT
 from SMARTNetLib.cli import build_parser
 from SMARTNetLib.client.engine_command import (
     DEVICES,
@@ -18,8 +19,6 @@ from SMARTNetLib.client.engine_command import (
     models_command,
     python_slicer_executable,
 )
-
-ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 
 
 def test_python_slicer_found_on_path_first():

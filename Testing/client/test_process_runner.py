@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ENGINE_PARENT
 from SMARTNetLib.client.engine_command import engine_environment, models_command
 from SMARTNetLib.client.process_runner import ProcessRunner
-
-ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 
 
 def python(code: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,38 +11,12 @@ import SimpleITK as sitk
 import slicerio
 import torch
 
-from conftest import OBLIQUE, events_of, head_phantom, run_cli
+from conftest import OBLIQUE, events_of, head_phantom, run_cli, write_dicom_series
 from SMARTNetLib.contracts.classes import SUBTYPES
 from SMARTNetLib.contracts.events import parse_event
 from SMARTNetLib.contracts.model_card import ModelCard
 from SMARTNetLib.model.network import SmartNet
 from SMARTNetLib.model.store import save_model
-
-
-def write_dicom_series(image: sitk.Image, folder: Path) -> Path:
-    """Write ``image`` as a CT DICOM series (one file per slice) with its full geometry."""
-    folder.mkdir(parents=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1" + time.strftime("%H%M%S")
-    direction = image.GetDirection()
-    for k in range(image.GetDepth()):
-        s = image[:, :, k]
-        tags = {
-            "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0020|000e": series_uid,
-            "0020|000d": series_uid + ".0", "0020|0052": series_uid + ".9", "0010|0010": "Test^Phantom",
-            "0020|0037": "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6],
-                                                         direction[1], direction[4], direction[7])),
-            "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0020|0013": str(k + 1), "0018|0050": f"{image.GetSpacing()[2]:.4f}",
-            "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
-        }
-        for tag, value in tags.items():
-            s.SetMetaData(tag, value)
-        s.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
-    return folder
 
 
 def _final(events: list[dict]) -> dict:

@@ -11,9 +11,8 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 from highdicom.color import CIELabColor
-from test_analyze_cli import write_dicom_series
 
-from conftest import events_of, run_cli
+from conftest import events_of, run_cli, write_dicom_series
 from SMARTNetLib.commands.demo import SAMPLE_CT
 from SMARTNetLib.contracts.classes import SUBTYPES
 from SMARTNetLib.contracts.errors import SmartNetError

@@ -21,7 +21,7 @@ from SMARTNetLib.client.dependencies import (
     version_tuple,
 )
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def test_requirements_match_pyproject():

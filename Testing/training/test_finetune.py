@@ -24,7 +24,7 @@ from SMARTNetLib.model.store import load_model
 
 FAST = ["--architecture", "tiny", "--image-size", "64", "--stage", "upstream", "--lr", "3e-3", "--seed", "1"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def phantom(seed: int, domain: str) -> tuple[sitk.Image, sitk.Image]:

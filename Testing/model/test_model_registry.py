@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import head_phantom
+from conftest import ENGINE_PARENT, head_phantom
 from SMARTNetLib.cli import build_parser
 from SMARTNetLib.client.engine_command import engine_environment, model_choices, models_command
 from SMARTNetLib.client.process_runner import ProcessRunner
@@ -24,8 +24,6 @@ from SMARTNetLib.contracts.locations import name_problem, user_models_dir
 from SMARTNetLib.contracts.model_card import ModelCard
 from SMARTNetLib.model.registry import register_model
 from SMARTNetLib.model.store import list_models
-
-ENGINE_PARENT = str(Path(__file__).resolve().parents[1] / "SMARTNet")
 
 
 class Recorder(EventSink):
