@@ -24,7 +24,7 @@ from SMARTNetLib.client.training_set import (
     write_datalist,
 )
 from SMARTNetLib.contracts.classes import get_class
-from SMARTNetLib.io.outputs import ijk_to_lps
+from SMARTNetLib.io.volume import ijk_to_lps
 from SMARTNetLib.training.datalist import load_datalist, read_label
 
 SDH_TAG = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically Altered "

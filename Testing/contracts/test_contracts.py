@@ -12,10 +12,11 @@ import jsonschema
 import pytest
 import SimpleITK as sitk
 
-from conftest import head_phantom, run_cli
+from conftest import events_of, head_phantom, run_cli
 from SMARTNetLib.contracts import files
 from SMARTNetLib.contracts.classes import SUBTYPE_NAMES
 from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.events import AnalyzedCase, AnalyzeResult, parse_event
 from SMARTNetLib.contracts.locations import BUNDLED_DIR, MODEL_NAME_PATTERN
 from SMARTNetLib.contracts.model_card import (
     CARD_FILE,
@@ -54,8 +55,10 @@ def analysed(tiny_model, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("contract")
     ct, _ = head_phantom()
     sitk.WriteImage(ct, str(folder / "head.nrrd"))
-    proc = run_cli("analyze", str(folder / "head.nrrd"), "-o", str(folder / "out"), "--model", str(tiny_model))
+    proc = run_cli("analyze", str(folder / "head.nrrd"), "-o", str(folder / "out"), "--model", str(tiny_model),
+                   "--events")
     assert proc.returncode == 0, proc.stderr
+    (folder / "result.json").write_text(json.dumps(events_of(proc)[-1]), encoding="utf-8")
     return folder / "out" / files.REPORT_FILE
 
 
@@ -84,6 +87,15 @@ def test_typed_report_and_schema_name_the_same_keys():
     finding = REPORT["properties"]["findings"]["additionalProperties"]
     assert set(typing.get_type_hints(ClassFinding)) == set(finding["required"])
     assert REPORT["$defs"]["className"]["enum"] == list(SUBTYPE_NAMES)
+
+
+def test_the_result_event_has_the_typed_keys(analysed):
+    result = json.loads((analysed.parents[1] / "result.json").read_text(encoding="utf-8"))
+    assert parse_event(json.dumps(result))["event"] == "result"
+    assert set(result) == set(typing.get_type_hints(AnalyzeResult)) | {"event", "command"}
+    (case,) = result["cases"]
+    assert set(case) == set(typing.get_type_hints(AnalyzedCase))
+    assert Path(case["report"]) == analysed
 
 
 def test_model_cards_validate_and_the_schema_follows_the_dataclasses():
@@ -139,3 +151,8 @@ def test_atomic_writes_replace_whole_files_with_ordinary_permissions(tmp_path):
     assert target.read_text() == "first"  # the old file stands, and no temporary file is left
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.json", "result.seg.nrrd"]
     assert not seen[0].exists()
+
+
+def test_image_stem_strips_one_image_suffix():
+    assert [files.image_stem(n) for n in ("a.NII.GZ", "b.nii", "c.seg.nrrd", "d.mhd", "e.txt")] == \
+        ["a", "b", "c.seg", "d", "e"]

@@ -80,7 +80,7 @@ def synthetic_cases(folder: Path) -> Path:
 
 
 def _ijk_to_lps(image):
-    from SMARTNetLib.io.outputs import ijk_to_lps
+    from SMARTNetLib.io.volume import ijk_to_lps
 
     return ijk_to_lps(image)
 

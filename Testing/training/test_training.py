@@ -18,7 +18,7 @@ from SMARTNetLib.analysis.inference import Analyzer
 from SMARTNetLib.contracts.classes import SUBTYPES
 from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.contracts.model_card import ModelCard
-from SMARTNetLib.io.outputs import ijk_to_lps
+from SMARTNetLib.io.volume import ijk_to_lps
 from SMARTNetLib.model.store import load_model
 from SMARTNetLib.training.datalist import load_datalist, read_label
 

@@ -78,7 +78,8 @@ class SegmentPlan:
 
 
 def case_from_result(result_event: Mapping[str, Any], index: int = 0) -> AnalysisCase:
-    """The ``index``-th case of the final ``result`` event of ``smartnet analyze --events``."""
+    """The ``index``-th case (:class:`~SMARTNetLib.contracts.events.AnalyzedCase`) of the final ``result`` event
+    (:class:`~SMARTNetLib.contracts.events.AnalyzeResult`) of ``smartnet analyze --events``."""
     cases = result_event.get("cases") or []
     if index >= len(cases):
         raise SmartNetError(f"the engine reported {len(cases)} analysed case(s), expected at least {index + 1}")

@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from SMARTNetLib.contracts.classes import HEMORRHAGE_TYPE, SUBTYPES, class_from_segment_name, get_class
-from SMARTNetLib.contracts.files import atomic_path, write_text_atomic
+from SMARTNetLib.contracts.files import IMAGE_SUFFIXES, atomic_path, image_stem, write_text_atomic
 
 FORMAT_VERSION = 1
 PROJECT_FILE = "training_set.json"
 DATALIST_FILE = "datalist.json"
 MIN_CASES = 2  # one to train on and one to validate on
-IMAGE_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha", ".mhd")
 # Names that mark a label file in a folder of cases (``case1.seg.nrrd``, ``case1_label.nii.gz``...).
 LABEL_MARKERS = (".seg", "_seg", "-seg", ".label", "_label", "-label", "_labels", "_mask", "-mask", "_gt")
 COVERAGE_TOLERANCE_VOXELS = 1.0  # content may reach this far past the volume's edge (voxel-centre rounding)
@@ -341,11 +340,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return image_stem(path.name)
 
 
 def _resolve(relative: str, base: Path) -> Path:
@@ -396,10 +391,12 @@ def label_coverage_problem(image_path: str | Path, label_path: str | Path) -> st
     import numpy as np
     import SimpleITK as sitk
 
+    from SMARTNetLib.io.volume import ijk_to_lps
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(image_path))
     reader.ReadImageInformation()
-    image_matrix = _ijk_to_world(reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin())
+    image_matrix = ijk_to_lps(reader)
     label_path = Path(label_path)
     if label_path.name.lower().endswith(".seg.nrrd"):
         import slicerio
@@ -411,7 +408,7 @@ def label_coverage_problem(image_path: str | Path, label_path: str | Path) -> st
     else:
         label = sitk.ReadImage(str(label_path))
         mask = sitk.GetArrayViewFromImage(label).transpose(2, 1, 0) != 0
-        label_matrix = _ijk_to_world(label.GetSpacing(), label.GetDirection(), label.GetOrigin())
+        label_matrix = ijk_to_lps(label)
     if not mask.any():
         return None
     index = np.nonzero(mask)
@@ -422,15 +419,6 @@ def label_coverage_problem(image_path: str | Path, label_path: str | Path) -> st
     # Shrink by half a voxel of the image so that the voxel-edge box compares with voxel centres.
     bounds = [v for axis in range(3) for v in (world[:, axis].min(), world[:, axis].max())]
     return coverage_problem(image_matrix, reader.GetSize(), bounds)
-
-
-def _ijk_to_world(spacing, direction, origin):
-    import numpy as np
-
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.asarray(direction, float).reshape(3, 3) * np.asarray(spacing, float)[None, :]
-    matrix[:3, 3] = origin
-    return matrix
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from SMARTNetLib.client.analysis_results import sha256_of
 from SMARTNetLib.contracts.errors import SmartNetError
-from SMARTNetLib.contracts.events import EventSink, StageProgress
+from SMARTNetLib.contracts.events import AnalyzedCase, AnalyzeResult, EventSink, StageProgress
 from SMARTNetLib.contracts.files import (
     DICOM_SEG_FILE,
     LABELS_NIFTI_FILE,
     REPORT_FILE,
     SEGMENTATION_FILE,
     activation_file,
+    image_stem,
 )
 from SMARTNetLib.contracts.report import FORMAT_VERSION, Familiarity, Report, ReportModel, write_report
 
@@ -43,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true", help="also write report.png and report.html")
 
 
-def run(args: argparse.Namespace, sink: EventSink) -> dict:
+def run(args: argparse.Namespace, sink: EventSink) -> AnalyzeResult | dict:
     inputs = [Path(p) for p in args.inputs]
     for path in inputs:
         if not path.exists():
@@ -85,17 +86,18 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
         image, dicom = first if n == 0 else read_input(path)
         timing = {"load_model": load_seconds, "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}
         report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom)
-        cases.append({"input": str(path), "output_dir": str(folder), "report": str(folder / REPORT_FILE),
-                      "ich_probability": report["ich_probability"], "total_volume_ml": report["total_volume_ml"],
-                      "findings": {k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
-                      "warnings": report["warnings"], "clinical": report["clinical"]})
+        cases.append(AnalyzedCase(
+            input=str(path), output_dir=str(folder), report=str(folder / REPORT_FILE),
+            ich_probability=report["ich_probability"], total_volume_ml=report["total_volume_ml"],
+            findings={k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
+            warnings=report["warnings"], clinical=report["clinical"]))
     sink.progress("done", 1.0, f"{len(cases)} volume(s) analyzed")
-    return {"model": {"name": card.name, "version": card.version}, "device": str(device), "cases": cases,
-            "model_reused": cached}
+    return AnalyzeResult(model={"name": card.name, "version": card.version}, device=str(device), cases=cases,
+                         model_reused=cached)
 
 
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
-                sink: EventSink, timing: dict[str, float], dicom=None) -> dict:
+                sink: EventSink, timing: dict[str, float], dicom=None) -> Report:
     """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder."""
     from SMARTNetLib.analysis.clinical_measures import clinical_measures
     from SMARTNetLib.io import outputs
@@ -180,11 +182,7 @@ def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:
         return [output_dir]
     folders, seen = [], set()
     for path in inputs:
-        name = path.name
-        for suffix in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
+        name = image_stem(path.name) if path.is_file() else path.name
         unique, n = name or "case", 2
         while unique in seen:
             unique, n = f"{name}-{n}", n + 1

@@ -25,10 +25,51 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, TypedDict
 
 EVENT_TYPES = ("progress", "log", "metrics", "result", "error", "ready", "request", "done")
 FINAL_EVENTS = ("result", "error")
+
+
+class ProgressEvent(TypedDict):
+    event: Literal["progress"]
+    stage: str
+    fraction: float  # of the whole command, in [0, 1]
+    message: str
+
+
+class LogEvent(TypedDict):
+    event: Literal["log"]
+    level: Literal["info", "warning"]
+    message: str
+
+
+class ErrorEvent(TypedDict):
+    event: Literal["error"]
+    message: str
+    file: str | None  # the file the problem is about, when there is one
+
+
+class AnalyzedCase(TypedDict):
+    """One analysed input in the ``result`` event of ``smartnet analyze``."""
+
+    input: str
+    output_dir: str
+    report: str  # path of its report.json (SMARTNetLib.contracts.report)
+    ich_probability: float
+    total_volume_ml: float
+    findings: dict[str, float]  # class -> mL, classes with blood only
+    warnings: list[str]
+    clinical: dict[str, Any]
+
+
+class AnalyzeResult(TypedDict):
+    """The ``result`` event of ``smartnet analyze`` (``event`` and ``command`` added by the CLI)."""
+
+    model: dict[str, str]  # name, version
+    device: str
+    cases: list[AnalyzedCase]
+    model_reused: bool  # the served engine kept the model loaded
 
 
 class EventSink:
@@ -38,11 +79,11 @@ class EventSink:
         pass
 
     def progress(self, stage: str, fraction: float, message: str = "") -> None:
-        self.emit({"event": "progress", "stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4),
-                   "message": message})
+        self.emit(ProgressEvent(event="progress", stage=stage, fraction=round(min(max(fraction, 0.0), 1.0), 4),
+                                message=message))
 
     def log(self, message: str, level: str = "info") -> None:
-        self.emit({"event": "log", "level": level, "message": message})
+        self.emit(LogEvent(event="log", level=level, message=message))
 
     def warning(self, message: str) -> None:
         self.log(message, "warning")
@@ -54,7 +95,7 @@ class EventSink:
         self.emit({"event": "result", **payload})
 
     def error(self, message: str, file: str | None = None) -> None:
-        self.emit({"event": "error", "message": message, "file": file})
+        self.emit(ErrorEvent(event="error", message=message, file=file))
 
     def close(self) -> None:
         pass

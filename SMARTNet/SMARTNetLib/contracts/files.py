@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# volume files the engine reads (SimpleITK), compound suffixes before their tails
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 # smartnet analyze, one folder per case
 REPORT_FILE = "report.json"
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
@@ -28,6 +30,14 @@ REPORT_HTML_FILE = "report.html"
 COMPARISON_FILE = "comparison.json"
 COMPARISON_FIGURE_FILE = "comparison.png"
 ALIGNED_SEGMENTATION_FILE = "followup-in-baseline.seg.nrrd"
+
+
+def image_stem(name: str) -> str:
+    """A volume file's name without its image suffix (``"a.nii.gz"`` -> ``"a"``, ``"a.seg.nrrd"`` -> ``"a.seg"``)."""
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def activation_file(target: str, primary: str) -> tuple[str, str]:

@@ -20,15 +20,7 @@ import SimpleITK as sitk
 from SMARTNetLib.contracts.classes import HemorrhageClass
 from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.contracts.files import REPORT_FILE, write_text_atomic
-
-
-def ijk_to_lps(image: sitk.Image) -> np.ndarray:
-    """4x4 matrix from voxel index (i, j, k) to LPS millimetres."""
-    matrix = np.eye(4)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    matrix[:3, :3] = direction * np.array(image.GetSpacing())[None, :]
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
+from SMARTNetLib.io.volume import ijk_to_lps
 
 
 def write_segmentation(path: Path, labels: sitk.Image, classes: list[HemorrhageClass]) -> None:

@@ -10,7 +10,6 @@ import SimpleITK as sitk
 from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.io.dicom_series import DicomVolume, choose_series, find_series, read_dicom_folder
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 CANONICAL = "LPS"  # the engine works on volumes whose i, j, k axes point left, posterior, superior
 
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings are multi-line noise; errors are reported by us
@@ -237,6 +236,15 @@ def head_width_mm(canonical: sitk.Image) -> float:
         columns = np.flatnonzero((regions == largest).any(axis=0))
         widest = max(widest, int(columns[-1] - columns[0] + 1))
     return float(widest * 2 * canonical.GetSpacing()[0])
+
+
+def ijk_to_lps(image) -> np.ndarray:
+    """4x4 matrix from voxel index (i, j, k, 1) to LPS millimetres, for a ``sitk.Image`` or anything with its
+    geometry getters (an ``ImageFileReader`` after ``ReadImageInformation``)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.array(image.GetDirection(), dtype=float).reshape(3, 3) * np.array(image.GetSpacing())[None, :]
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
 
 
 def voxel_volume_ml(image: sitk.Image) -> float:

@@ -55,15 +55,6 @@ class Render3DResult:
     note: str | None = None
 
 
-def _geometry(image) -> np.ndarray:
-    """4x4 matrix mapping voxel index (i, j, k, 1) to LPS millimetres for a SimpleITK image."""
-    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    matrix = np.eye(4)
-    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
-
-
 def _isotropic(image, spacing: float, sigma: float = 0.0):
     """Resample a SimpleITK image onto an isotropic grid with the same direction and physical box, then smooth it.
 
@@ -100,13 +91,15 @@ def prepare_scene(ct, labels, activation, classes: Sequence) -> dict[str, np.nda
     """
     import SimpleITK as sitk
 
+    from SMARTNetLib.io.volume import ijk_to_lps
+
     context = _context_spacing(ct)
     sigma = 0.5 * max(ct.GetSpacing())
     factors = [max(1, int(context // s)) for s in ct.GetSpacing()]
     small_ct = _isotropic(sitk.BinShrink(sitk.Cast(ct, sitk.sitkFloat32), factors), context, sigma)
     scene: dict[str, np.ndarray] = {
         "ct": sitk.GetArrayFromImage(small_ct),
-        "ct_matrix": _geometry(small_ct),
+        "ct_matrix": ijk_to_lps(small_ct),
     }
     label_array = sitk.GetArrayViewFromImage(labels)
     present = [c for c in classes if np.any(label_array == c.label_value)] if label_array.any() else []
@@ -122,7 +115,7 @@ def prepare_scene(ct, labels, activation, classes: Sequence) -> dict[str, np.nda
         for c in present:
             mask = _isotropic(sitk.Cast(crop == c.label_value, sitk.sitkFloat32) * 255.0, spacing, sigma)
             masks.append(np.clip(sitk.GetArrayFromImage(mask).round(), 0, 255).astype(np.uint8))
-            scene["labels_matrix"] = _geometry(mask)
+            scene["labels_matrix"] = ijk_to_lps(mask)
         scene["label_masks"] = np.stack(masks)
         scene["label_colors"] = np.array([c.color for c in present], dtype=np.float64)
     if activation is not None:
@@ -130,7 +123,7 @@ def prepare_scene(ct, labels, activation, classes: Sequence) -> dict[str, np.nda
         values = sitk.GetArrayFromImage(small)
         if float(values.max()) >= ACTIVATION_STYLE[0][0]:
             scene["activation"] = values
-            scene["activation_matrix"] = _geometry(small)
+            scene["activation_matrix"] = ijk_to_lps(small)
     return scene
 
 

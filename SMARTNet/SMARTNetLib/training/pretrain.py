@@ -34,8 +34,9 @@ from torch import nn
 from SMARTNetLib.analysis.inference import resolve_device
 from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.contracts.events import EventSink
+from SMARTNetLib.contracts.files import IMAGE_SUFFIXES
 from SMARTNetLib.contracts.model_card import ARCHITECTURES, ModelCard, Preprocessing
-from SMARTNetLib.io.volume import IMAGE_SUFFIXES, read_ct
+from SMARTNetLib.io.volume import read_ct
 from SMARTNetLib.model.network import SmartNet
 from SMARTNetLib.training.checkpoint import (
     CHECKPOINT,
