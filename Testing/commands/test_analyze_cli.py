@@ -102,6 +102,21 @@ def test_event_stream_and_several_inputs(tmp_path, tiny_model, ct_file):
         folder = Path(case["output_dir"])
         assert sorted(p.name for p in folder.iterdir()) == ["report.json", "segmentation.seg.nrrd"]
         assert json.loads(Path(case["report"]).read_text())["ich_probability"] == case["ich_probability"]
+    assert final["volumes_per_minute"] > 0
+
+
+def test_a_bad_input_in_a_batch_fails_in_its_turn(tmp_path, tiny_model, ct_file):
+    """The next input is read ahead on a thread; its error still comes after the cases before it are written."""
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume")
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(ct_file), str(broken), "-o", str(out), "--model", str(tiny_model), "--events",
+                   "--explain", "none")
+    assert proc.returncode != 0
+    final = _final(events_of(proc))
+    assert final["event"] == "error" and final["file"] == str(broken)
+    assert sorted(p.name for p in (out / "head").iterdir()) == ["report.json", "segmentation.seg.nrrd"]
+    assert not (out / "broken").exists()
 
 
 @pytest.mark.parametrize("method", ["activation", "hirescam"])

@@ -27,6 +27,7 @@ from SMARTNetLib.model.network import SmartNet
 
 HEAD_WIDTH_LIMIT_MM = 260.0
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")
+ACTIVATION_FLOOR = 1 / 1024  # activation below this (of a map in [0, 1]) is written as 0
 Progress = Callable[[float, str], None]
 
 
@@ -131,6 +132,7 @@ class Analyzer:
             for target in targets:
                 heat = self._explain(slices, refined, grid, weights, explain, self.card.output_names.index(target))
                 heat *= probabilities[target]  # a confident negative gives a dim map, not a normalised one
+                heat[heat < ACTIVATION_FLOOR] = 0  # invisible on a colour map; zeros compress (26 MB -> 0.2 MB)
                 activations[target] = from_canonical(_image_like(heat.numpy(), canonical), image)
             report(0.95, "explained")
         timing["explain"] = _lap(clock, timing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from SMARTNetLib.client.analysis_results import sha256_of
@@ -78,22 +79,31 @@ def run(args: argparse.Namespace, sink: EventSink) -> AnalyzeResult | dict:
 
     cases = []
     share = 0.95 / len(inputs)
-    for n, (path, folder) in enumerate(zip(inputs, case_dirs)):
-        start = 0.05 + n * share
-        progress = StageProgress(sink, "analyze", start, start + share)
-        clock = time.perf_counter()
-        progress(0.0, f"reading {path.name}")
-        image, dicom = first if n == 0 else read_input(path)
-        timing = {"load_model": load_seconds, "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}
-        report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom)
-        cases.append(AnalyzedCase(
-            input=str(path), output_dir=str(folder), report=str(folder / REPORT_FILE),
-            ich_probability=report["ich_probability"], total_volume_ml=report["total_volume_ml"],
-            findings={k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
-            warnings=report["warnings"], clinical=report["clinical"]))
+    batch_clock = time.perf_counter()
+    # the next input is read on a thread while this one is analysed (at most two volumes in memory)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartnet-read") as reader:
+        upcoming = None
+        for n, (path, folder) in enumerate(zip(inputs, case_dirs)):
+            start = 0.05 + n * share
+            progress = StageProgress(sink, "analyze", start, start + share)
+            clock = time.perf_counter()
+            progress(0.0, f"reading {path.name}")
+            image, dicom = first if n == 0 else upcoming.result()  # a bad input fails here, in its turn
+            first = None
+            timing = {"load_model": load_seconds,
+                      "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}  # waited for
+            upcoming = reader.submit(read_input, inputs[n + 1]) if n + 1 < len(inputs) else None
+            report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom)
+            del image, dicom
+            cases.append(AnalyzedCase(
+                input=str(path), output_dir=str(folder), report=str(folder / REPORT_FILE),
+                ich_probability=report["ich_probability"], total_volume_ml=report["total_volume_ml"],
+                findings={k: v["volume_ml"] for k, v in report["findings"].items() if v["volume_ml"] > 0},
+                warnings=report["warnings"], clinical=report["clinical"]))
+    minutes = (time.perf_counter() - batch_clock) / 60
     sink.progress("done", 1.0, f"{len(cases)} volume(s) analyzed")
     return AnalyzeResult(model={"name": card.name, "version": card.version}, device=str(device), cases=cases,
-                         model_reused=cached)
+                         model_reused=cached, volumes_per_minute=round(len(cases) / max(minutes, 1e-9), 2))
 
 
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
@@ -103,11 +113,17 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
     from SMARTNetLib.io import outputs
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
-                                progress=lambda f, m: progress(0.05 + 0.85 * f, m))
+                                progress=lambda f, m: progress(0.05 + 0.8 * f, m))
     if dicom is not None:
         analysis.warnings[:0] = dicom.warnings  # series choice, tilt and gaps first
     for warning in analysis.warnings:
         sink.warning(f"{path}: {warning}")
+
+    clock = time.perf_counter()
+    progress(0.86, "clinical measures")
+    clinical = clinical_measures(analysis.labels, analysis.findings,
+                                 {c.name: c.label_value for c in analyzer.classes}, image)
+    timing["clinical"] = round(time.perf_counter() - clock, 3)
 
     clock = time.perf_counter()
     progress(0.9, "writing results")
@@ -156,8 +172,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             familiarity=Familiarity(reconstruction_error=analysis.familiarity,
                                     threshold=card.familiarity.get("threshold")),
             input_series=dicom.report() if dicom is not None else None,
-            clinical=clinical_measures(analysis.labels, analysis.findings,
-                                      {c.name: c.label_value for c in analyzer.classes}, image),
+            clinical=clinical,
             files=files,
             sha256={},
         )
@@ -249,4 +264,6 @@ def summarize(result: dict) -> str:
         for warning in case["warnings"]:
             lines.append(f"  warning: {warning}")
         lines.append(f"  results in {case['output_dir']}")
+    if len(result["cases"]) > 1:
+        lines.append(f"{len(result['cases'])} volumes, {result['volumes_per_minute']:.1f} per minute")
     return "\n".join(lines)

@@ -70,6 +70,7 @@ class AnalyzeResult(TypedDict):
     device: str
     cases: list[AnalyzedCase]
     model_reused: bool  # the served engine kept the model loaded
+    volumes_per_minute: float  # analysed volumes per minute of this command (after the model was loaded)
 
 
 class EventSink:
