@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +121,59 @@ def test_a_bad_input_in_a_batch_fails_in_its_turn(tmp_path, tiny_model, ct_file)
     assert final["event"] == "error" and final["file"] == str(broken)
     assert sorted(p.name for p in (out / "head").iterdir()) == ["report.json", "segmentation.seg.nrrd"]
     assert not (out / "broken").exists()
+
+
+def test_inputs_from_a_list_a_datalist_or_a_folder_and_the_summary_table(tmp_path, tiny_model, ct_file):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name, bleed in (("a.nii.gz", True), ("b.nrrd", False)):
+        sitk.WriteImage(head_phantom(bleed=bleed)[0], str(folder / name))
+    (tmp_path / "list.txt").write_text("# scans\nscans/a.nii.gz\n\nscans/b.nrrd\n")
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "scans/a.nii.gz"}],
+                                                        "testing": [{"image": "scans/b.nrrd"}]}))
+    for source in ("list.txt", "datalist.json", "scans"):
+        out = tmp_path / f"out-{source}"
+        proc = run_cli("analyze", "--inputs-from", str(tmp_path / source), "-o", str(out), "--model",
+                       str(tiny_model), "--explain", "none", "--events")
+        assert proc.returncode == 0, proc.stderr
+        cases = events_of(proc)[-1]["cases"]
+        assert [Path(c["input"]).name for c in cases] == ["a.nii.gz", "b.nrrd"], source
+        rows = list(csv.DictReader((out / "summary.csv").open()))
+        assert [Path(r["input"]).name for r in rows] == ["a.nii.gz", "b.nrrd"]
+        assert [float(r["ich_probability"]) for r in rows] == [c["ich_probability"] for c in cases]
+        assert json.loads((out / "summary.json").read_text())["cases"] == cases
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    proc = run_cli("analyze", "--inputs-from", str(empty), "-o", str(tmp_path / "none"))
+    assert proc.returncode == 2 and str(empty) in proc.stderr and "empty" in proc.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_batch_under_torchrun_two_processes_share_the_inputs(tmp_path, tiny_model):
+    inputs = []
+    for i in range(3):
+        inputs.append(tmp_path / f"head{i}.nii.gz")
+        sitk.WriteImage(head_phantom(bleed=i != 1)[0], str(inputs[-1]))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "SMARTNetLib.cli", "analyze", *map(str, inputs), "-o", str(out), "--model",
+                           str(tiny_model), "--explain", "none", "--events"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = [e for e in events_of(proc) if e["event"] == "result"]
+    assert len(results) == 1  # rank 0 alone writes events
+    cases = results[0]["cases"]
+    assert [Path(c["input"]).name for c in cases] == [p.name for p in inputs]
+    for case in cases:
+        report = json.loads(Path(case["report"]).read_text())
+        assert report["ich_probability"] == case["ich_probability"]
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["output_dir"] for r in rows] == [c["output_dir"] for c in cases]
+    # the same numbers as one process computes
+    single = run_cli("analyze", *map(str, inputs), "-o", str(tmp_path / "single"), "--model", str(tiny_model),
+                     "--explain", "none", "--events")
+    assert [c["ich_probability"] for c in events_of(single)[-1]["cases"]] == [c["ich_probability"] for c in cases]
 
 
 @pytest.mark.parametrize("method", ["activation", "hirescam"])

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
+import io
+import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,11 +17,16 @@ from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.contracts.events import AnalyzedCase, AnalyzeResult, EventSink, StageProgress
 from SMARTNetLib.contracts.files import (
     DICOM_SEG_FILE,
+    IMAGE_SUFFIXES,
     LABELS_NIFTI_FILE,
     REPORT_FILE,
     SEGMENTATION_FILE,
+    SUMMARY_CSV_FILE,
+    SUMMARY_JSON_FILE,
     activation_file,
     image_stem,
+    write_json_atomic,
+    write_text_atomic,
 )
 from SMARTNetLib.contracts.report import FORMAT_VERSION, Familiarity, Report, ReportModel, write_report
 
@@ -26,7 +35,11 @@ HELP = "analyze head CT volumes (NIfTI, NRRD, MHA files or DICOM folders) for in
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="CT file or DICOM folder (several allowed)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="CT file or DICOM folder (several allowed)")
+    parser.add_argument("--inputs-from", type=Path, metavar="LIST",
+                        help="more inputs: a text file (one path a line), a MONAI datalist JSON (its images) or a "
+                             "folder (its volume files and DICOM sub-folders). Several inputs also write "
+                             "summary.csv and summary.json; under torchrun each process takes its share")
     parser.add_argument("--output-dir", "-o", type=Path,
                         help="output folder (one sub-folder per input when there are several); required unless "
                              "--list-series")
@@ -46,7 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, sink: EventSink) -> AnalyzeResult | dict:
-    inputs = [Path(p) for p in args.inputs]
+    inputs = [Path(p) for p in args.inputs] + (listed_inputs(args.inputs_from) if args.inputs_from else [])
+    if not inputs:
+        raise SmartNetError("no input: give CT files or DICOM folders, or --inputs-from")
     for path in inputs:
         if not path.exists():
             raise SmartNetError("file not found", path)
@@ -61,6 +76,49 @@ def run(args: argparse.Namespace, sink: EventSink) -> AnalyzeResult | dict:
             raise SmartNetError("--format dicom-seg needs a DICOM folder as input (a DICOM SEG references its "
                                 "series)", path)
     case_dirs = case_folders(inputs, args.output_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        result = _run_distributed(inputs, case_dirs, args, sink)
+    else:
+        result = analyze_cases(inputs, case_dirs, args, sink)
+    if len(inputs) > 1:
+        write_summary(args.output_dir, result["cases"])
+    return result
+
+
+def _run_distributed(inputs: list[Path], case_dirs: list[Path], args: argparse.Namespace,
+                     sink: EventSink) -> AnalyzeResult:
+    """Under ``torchrun``: rank r analyses inputs r, r + world, ...; rank 0 gathers every case (in input order)
+    and alone writes events on stdout and the summary."""
+    from SMARTNetLib.training.distributed import setup, teardown
+
+    dist = setup(args.device)
+    if not dist.main:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    mine = list(range(dist.rank, len(inputs), dist.world))
+    args = argparse.Namespace(**{**vars(args), "device": str(dist.device)})
+    outcome: tuple[AnalyzeResult | None, tuple[str, str | None] | None]
+    try:
+        outcome = (analyze_cases([inputs[i] for i in mine], [case_dirs[i] for i in mine], args, sink)
+                   if mine else None, None)
+    except SmartNetError as err:
+        outcome = (None, (err.problem, str(err.path) if err.path else None))
+    gathered = dist.gather(outcome)
+    teardown(dist)
+    for rank, (_, error) in enumerate(gathered):
+        if error is not None:
+            raise SmartNetError(f"{error[0]} (rank {rank})", error[1])
+    results = [r for r, _ in gathered if r is not None]
+    by_folder = {case["output_dir"]: case for r in results for case in r["cases"]}
+    cases = [by_folder[str(folder)] for folder in case_dirs]
+    minutes = max(len(r["cases"]) / max(r["volumes_per_minute"], 1e-9) for r in results)
+    return AnalyzeResult(model=results[0]["model"], device=results[0]["device"], cases=cases,
+                         model_reused=all(r["model_reused"] for r in results),
+                         volumes_per_minute=round(len(cases) / max(minutes, 1e-9), 2))
+
+
+def analyze_cases(inputs: list[Path], case_dirs: list[Path], args: argparse.Namespace,
+                  sink: EventSink) -> AnalyzeResult:
+    """Analyse ``inputs`` into ``case_dirs`` with one model, the next input read on a thread meanwhile."""
     from SMARTNetLib.io.volume import read_input
 
     clock = time.perf_counter()
@@ -191,6 +249,46 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
     return report
 
 
+def listed_inputs(source: Path) -> list[Path]:
+    """The inputs named by ``--inputs-from``: a text file (one path a line, ``#`` comments), a MONAI datalist
+    (every ``image``), or a folder (its volume files and its sub-folders, as DICOM folders). Relative paths are
+    relative to the list's folder."""
+    if not source.exists():
+        raise SmartNetError("file not found", source)
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if (p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+                      or (p.is_dir() and not p.name.startswith(".")))
+    text = source.read_text(encoding="utf-8", errors="replace")
+    if source.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SmartNetError(f"not a JSON datalist ({err})", source) from None
+        if not isinstance(data, dict):
+            raise SmartNetError('not a MONAI datalist: expected {"training": [{"image": ...}], ...}', source)
+        names = [entry["image"] for key in ("training", "validation", "testing", "test")
+                 for entry in data.get(key) or [] if isinstance(entry, dict) and entry.get("image")]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise SmartNetError("the input list is empty", source)
+    return [Path(n) if Path(n).is_absolute() else source.parent / n for n in names]
+
+
+def write_summary(output_dir: Path, cases: list[AnalyzedCase]) -> None:
+    """``summary.csv`` and ``summary.json``: one row per analysed case, in input order."""
+    classes = sorted({name for case in cases for name in case["findings"]})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["input", "output_dir", "ich_probability", "total_volume_ml",
+                     *[f"{c}_ml" for c in classes], "warnings"])
+    for case in cases:
+        writer.writerow([case["input"], case["output_dir"], case["ich_probability"], case["total_volume_ml"],
+                         *[case["findings"].get(c, 0.0) for c in classes], " | ".join(case["warnings"])])
+    write_text_atomic(output_dir / SUMMARY_CSV_FILE, buffer.getvalue())
+    write_json_atomic(output_dir / SUMMARY_JSON_FILE, {"cases": cases})
+
+
 def case_folders(inputs: list[Path], output_dir: Path) -> list[Path]:
     """One input writes into ``output_dir``; several write into ``output_dir/<input name>`` each."""
     if len(inputs) == 1:
@@ -265,5 +363,6 @@ def summarize(result: dict) -> str:
             lines.append(f"  warning: {warning}")
         lines.append(f"  results in {case['output_dir']}")
     if len(result["cases"]) > 1:
-        lines.append(f"{len(result['cases'])} volumes, {result['volumes_per_minute']:.1f} per minute")
+        lines.append(f"{len(result['cases'])} volumes, {result['volumes_per_minute']:.1f} per minute; one row "
+                     f"each in {Path(result['cases'][0]['output_dir']).parent / SUMMARY_CSV_FILE}")
     return "\n".join(lines)

@@ -26,6 +26,9 @@ LABELS_NIFTI_FILE = "labels.nii.gz"
 DICOM_SEG_FILE = "segmentation.dcm"
 REPORT_PNG_FILE = "report.png"
 REPORT_HTML_FILE = "report.html"
+# smartnet analyze with several inputs, in the output folder
+SUMMARY_CSV_FILE = "summary.csv"
+SUMMARY_JSON_FILE = "summary.json"
 # smartnet compare
 COMPARISON_FILE = "comparison.json"
 COMPARISON_FIGURE_FILE = "comparison.png"
