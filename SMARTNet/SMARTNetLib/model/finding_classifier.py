@@ -182,7 +182,7 @@ class FindingClassifier:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, 1 + classes) softmax probabilities (background first)."""
         with torch.inference_mode():
-            return torch.softmax(self.net(torch.from_numpy(features)), dim=1).numpy()
+            return torch.softmax(self.net(torch.from_numpy(features)).float(), dim=1).numpy()
 
     def relabel(self, hu: np.ndarray, labels: np.ndarray, confidence: np.ndarray, spacing_zyx,
                 values: np.ndarray) -> np.ndarray:
