@@ -26,9 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
     if not SAMPLE_CT.is_file():
         raise SmartNetError("the bundled sample CT is missing from this installation", SAMPLE_CT)
-    analyze_args = argparse.Namespace(
-        inputs=[str(SAMPLE_CT)], output_dir=args.output_dir, model=DEFAULT_MODEL, device=args.device,
-        format="nifti", explain="gradcam", explain_subtypes=False, report=not args.no_report, list_series=False)
+    parser = argparse.ArgumentParser()
+    analyze.configure(parser)  # analyze's own options and defaults, so that the two never drift apart
+    analyze_args = parser.parse_args([str(SAMPLE_CT), "--output-dir", str(args.output_dir), "--model", DEFAULT_MODEL,
+                                      "--device", args.device, "--format", "nifti", "--explain", "gradcam",
+                                      *([] if args.no_report else ["--report"])])
     result = analyze.run(analyze_args, sink)
     result["sample"] = str(SAMPLE_CT)
     result["truth_ml"] = truth_volumes()
