@@ -128,6 +128,7 @@ def test_inputs_from_a_list_a_datalist_or_a_folder_and_the_summary_table(tmp_pat
     folder.mkdir()
     for name, bleed in (("a.nii.gz", True), ("b.nrrd", False)):
         sitk.WriteImage(head_phantom(bleed=bleed)[0], str(folder / name))
+    sitk.WriteImage(head_phantom()[1], str(folder / "a.seg.nrrd"))  # a segmentation: not an input
     (tmp_path / "list.txt").write_text("# scans\nscans/a.nii.gz\n\nscans/b.nrrd\n")
     (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "scans/a.nii.gz"}],
                                                         "testing": [{"image": "scans/b.nrrd"}]}))

@@ -252,11 +252,12 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
 def listed_inputs(source: Path) -> list[Path]:
     """The inputs named by ``--inputs-from``: a text file (one path a line, ``#`` comments), a MONAI datalist
     (every ``image``), or a folder (its volume files and its sub-folders, as DICOM folders). Relative paths are
-    relative to the list's folder."""
+    relative to the list's folder; segmentations (``.seg.nrrd``) in a folder are not inputs."""
     if not source.exists():
         raise SmartNetError("file not found", source)
     if source.is_dir():
-        return sorted(p for p in source.iterdir() if (p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        return sorted(p for p in source.iterdir() if (p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+                                                      and not p.name.lower().endswith(".seg.nrrd"))
                       or (p.is_dir() and not p.name.startswith(".")))
     text = source.read_text(encoding="utf-8", errors="replace")
     if source.suffix.lower() == ".json":
