@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -14,6 +15,7 @@ from SMARTNetLib.analysis.metrics import dice
 from SMARTNetLib.commands.demo import SAMPLE_CT, SAMPLE_TRUTH
 from SMARTNetLib.contracts.locations import BUNDLED_DIR, DEFAULT_MODEL
 from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.contracts.report import REPORT_SCHEMA
 from SMARTNetLib.model.store import list_models
 
 FOLDER = BUNDLED_DIR / DEFAULT_MODEL
@@ -62,6 +64,8 @@ def test_demo_analyzes_the_bundled_sample(tmp_path):
     assert names >= {"segmentation.seg.nrrd", "report.json", "activation.nrrd", "labels.nii.gz", "report.png",
                      "report.html"}
     report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, json.loads(REPORT_SCHEMA.read_text(encoding="utf-8")))  # clinical measures included
+    assert report["clinical"]["midline_shift"]["measurable"] and report["clinical"]["location_intraparenchymal"]
     assert report["ich_probability"] > 0.5  # the sample has a 32 mL subdural and a 24 mL intraparenchymal bleed
     predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz"))) > 0
     assert dice(predicted, sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_TRUTH))) > 0) > 0.2  # found where it is
