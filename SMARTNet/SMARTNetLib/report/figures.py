@@ -21,12 +21,15 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from SMARTNetLib.client.analysis_results import clinical_rows
 from SMARTNetLib.contracts.classes import HemorrhageClass
 
 BRAIN_WINDOW = (40.0, 80.0)  # level, width (HU)
 ACTIVATION_CMAP = "hot"
 ACTIVATION_ALPHA = 0.45
 NOTICE = "Trained on synthetic data only — not for clinical use"
+BOTTOM_H = 5.0  # inches: the 3D view and the numbers beside it
+LINE_IN = 0.235  # inches per text line of the numbers panel
 MAX_SUSPICIOUS = 3
 DPI = 100
 PAGE_WIDTH = 16.0  # inches
@@ -198,7 +201,9 @@ def compose_page(
     """Draw the whole page once; return its RGBA pixels and the pixel boxes (top, bottom, left, right) of the
     ``slices`` and ``render`` regions (for the HTML page, which shows them separately)."""
     synthetic = bool(report.get("model", {}).get("synthetic_only"))
-    header_h, notice_h, slices_h, legend_h, bottom_h = 0.95, 0.45 if synthetic else 0.0, 4.3, 0.5, 5.0
+    header_h, notice_h, slices_h, legend_h, bottom_h = 0.95, 0.45 if synthetic else 0.0, 4.3, 0.5, BOTTOM_H
+    clinical = clinical_rows(report)
+    bottom_h += LINE_IN * (len(clinical) + 3.5) if clinical else 0.0  # room for the clinical measures
     height = header_h + notice_h + slices_h + legend_h + bottom_h
     fig = Figure(figsize=(PAGE_WIDTH, height), dpi=DPI, facecolor="white")
     canvas = FigureCanvasAgg(fig)
@@ -258,7 +263,7 @@ def compose_page(
 
     # 3D view.
     top = legend_top + legend_h
-    side = bottom_h - 0.45
+    side = BOTTOM_H - 0.45
     ax3d = box(0.25, top + 0.1, side, side)
     ax3d.set_xticks([])
     ax3d.set_yticks([])
@@ -278,7 +283,7 @@ def compose_page(
     # Numbers.
     axt = box(side + 0.8, top + 0.1, PAGE_WIDTH - side - 1.1, bottom_h - 0.3)
     axt.axis("off")
-    _numbers(axt, classes, report)
+    _numbers(axt, classes, report, unit=(BOTTOM_H - 0.3) / (bottom_h - 0.3))
 
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba()).copy()
@@ -304,15 +309,16 @@ def total_volume_ml(report: dict) -> float | None:
     return total
 
 
-def _numbers(ax, classes: Sequence[HemorrhageClass], report: dict) -> None:
-    """Table of subtype probabilities and volumes, totals, model and warnings, drawn as text in ``ax``."""
+def _numbers(ax, classes: Sequence[HemorrhageClass], report: dict, unit: float = 1.0) -> None:
+    """Table of subtype probabilities and volumes, totals, clinical measures, model and warnings, drawn as text in
+    ``ax``; ``unit`` scales the vertical steps (fractions of a 4.7 inch high panel) to this panel's height."""
     findings = report.get("findings", {})
     rows = [[c.display_name + f" ({c.abbreviation})", _fmt(findings.get(c.name, {}).get("probability"), 2),
              _fmt(findings.get(c.name, {}).get("volume_ml"), 1)] for c in classes]
     rows.append(["Total hemorrhage", _fmt(report.get("ich_probability"), 2), _fmt(total_volume_ml(report), 1)])
+    table_h = 0.08 * unit * (len(rows) + 1)
     table = ax.table(cellText=rows, colLabels=["Finding", "Probability", "Volume (mL)"], loc="upper left",
-                     cellLoc="left", colLoc="left", colWidths=[0.45, 0.2, 0.2], bbox=(0, 1 - 0.08 * (len(rows) + 1),
-                                                                                       0.85, 0.08 * (len(rows) + 1)))
+                     cellLoc="left", colLoc="left", colWidths=[0.45, 0.2, 0.2], bbox=(0, 1 - table_h, 0.85, table_h))
     table.auto_set_font_size(False)
     table.set_fontsize(11)
     for (r, col), cell in table.get_celld().items():
@@ -326,7 +332,16 @@ def _numbers(ax, classes: Sequence[HemorrhageClass], report: dict) -> None:
         elif r == len(rows):
             cell.set_text_props(fontweight="bold")
     model = report.get("model", {})
-    y = 1 - 0.08 * (len(rows) + 1) - 0.07
+    y = 1 - (0.08 * (len(rows) + 1) + 0.07) * unit
+    clinical = clinical_rows(report)
+    if clinical:  # one line each, as "name: value (volume mL)"
+        ax.text(0, y, "Clinical measures", fontsize=10, fontweight="bold", va="top", transform=ax.transAxes)
+        y -= 0.055 * unit
+        for name, value, volume in clinical:
+            ax.text(0, y, f"{name}: {value}" + (f" = {volume} mL" if volume else ""), fontsize=9.5, va="top",
+                    transform=ax.transAxes)
+            y -= 0.05 * unit
+        y -= 0.02 * unit
     lines = [f"Model: {model.get('name', '?')} {model.get('version', '')}".rstrip()]
     if model.get("description"):
         lines += textwrap.wrap(str(model["description"]), 95)
@@ -335,14 +350,17 @@ def _numbers(ax, classes: Sequence[HemorrhageClass], report: dict) -> None:
     if model.get("synthetic_only"):
         lines.append(NOTICE + ".")
     for line in lines:
+        if y < 0.02:
+            ax.text(0, y, "…", fontsize=10, va="top", transform=ax.transAxes)
+            return
         ax.text(0, y, line, fontsize=10, va="top", transform=ax.transAxes,
                 color="#b00020" if line.startswith(NOTICE) else "k")
-        y -= 0.055
+        y -= 0.055 * unit
     warnings = report.get("warnings") or []
     if warnings:
-        y -= 0.02
+        y -= 0.02 * unit
         ax.text(0, y, "Warnings", fontsize=10, fontweight="bold", va="top", transform=ax.transAxes)
-        y -= 0.055
+        y -= 0.055 * unit
         for w in warnings:
             for i, line in enumerate(textwrap.wrap(str(w), 95)):
                 if y < 0.02:
@@ -350,4 +368,4 @@ def _numbers(ax, classes: Sequence[HemorrhageClass], report: dict) -> None:
                     return
                 ax.text(0, y, ("• " if i == 0 else "  ") + line, fontsize=9.5, va="top", transform=ax.transAxes,
                         color="#8a4b00")
-                y -= 0.05
+                y -= 0.05 * unit
