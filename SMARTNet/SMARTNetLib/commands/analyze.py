@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> AnalyzeResult | dict:
         result = _run_distributed(inputs, case_dirs, args, sink)
     else:
         result = analyze_cases(inputs, case_dirs, args, sink)
-    if len(inputs) > 1:
+    if len(inputs) > 1 and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone
         write_summary(args.output_dir, result["cases"])
     return result
 
