@@ -39,18 +39,6 @@ ZOOM = 0.75  # slice field of view relative to the whole volume
 FRAME_3D_MM = 45.0  # half-size of the box around the largest finding that the 3D camera frames
 
 
-def colour_pixels(pixels: np.ndarray, rgb: tuple[float, float, float], tolerance: float = 24.0) -> int:
-    """Pixels whose hue is that of ``rgb`` (saturated and not dark): robust to blending and shading."""
-    def hue(r, g, b):
-        return np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360
-
-    px = pixels[..., :3].astype(float)
-    high, low = px.max(axis=-1), px.min(axis=-1)
-    saturation = (high - low) / np.maximum(high, 1)
-    difference = np.abs((hue(px[..., 0], px[..., 1], px[..., 2]) - hue(*rgb) + 180) % 360 - 180)
-    return int(((difference < tolerance) & (saturation > 0.45) & (high > 60)).sum())
-
-
 def write_png(pixels: np.ndarray, path: Path) -> None:
     import vtk
     from vtk.util import numpy_support
@@ -126,7 +114,7 @@ def render(output_dir: Path, input_path: Path = SAMPLE, model: str | None = None
         summary["views"][name] = {
             "file": path.name if path else None, "columns": [len(images) - 1, len(images)],
             "size": list(pixels.shape[:2]), "std": round(float(pixels.std()), 2),
-            "segment_pixels": {n: colour_pixels(pixels, c) for n, c in segments.items()},
+            "segment_pixels": {n: offscreen_views.colour_pixels(pixels, c) for n, c in segments.items()},
         }
     write_png(np.concatenate(images, axis=1), output_dir / "slicer-views.png")
     summary["montage"] = "slicer-views.png"

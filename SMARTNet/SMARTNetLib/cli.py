@@ -20,7 +20,7 @@ from SMARTNetLib.contracts.events import EventSink, JsonLinesSink, TerminalSink
 
 # Sub-commands, in the order ``smartnet --help`` lists them; modules are imported lazily so that
 # ``smartnet models`` does not pay for importing torch.
-COMMANDS = ("analyze", "compare", "models", "demo", "synth", "train", "pretrain", "register", "embed", "serve")
+COMMANDS = ("analyze", "compare", "models", "demo", "synth", "train", "pretrain", "register", "embed", "serve", "view")
 
 
 def _command_module(name: str) -> ModuleType | None:

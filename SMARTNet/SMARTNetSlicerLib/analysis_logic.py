@@ -18,6 +18,7 @@ import vtk
 
 from SMARTNetLib.client import analysis_results, engine_command
 from SMARTNetLib.contracts.errors import SmartNetError
+from SMARTNetLib.contracts.files import REPORT_FILE
 from SMARTNetLib.contracts.report import read_report
 from SMARTNetSlicerLib.engine_session import EngineClient, EngineSession
 from SMARTNetSlicerLib.heat_colors import heatColorNode
@@ -49,107 +50,36 @@ class AnalysisNodes:
         return [n for n in (self.segmentation, self.table, self.activation) if n is not None]
 
 
-class AnalysisLogic(EngineClient):
-    """Runs the engine on a volume node and turns its files into MRML nodes (no GUI)."""
+class ResultsLogic:
+    """Turns an engine output folder into MRML nodes on a CT volume node and shows them (no engine, no GUI):
+    the SMARTNet module's results and ``smartnet view``'s browser scenes."""
 
-    def __init__(self, logics: ModuleLogics, session: EngineSession,
-                 fileForInstance: Callable[[str], str] | None = None) -> None:
-        """``fileForInstance``: a DICOM SOP instance UID's file (Slicer: ``slicer.dicomDatabase.fileForInstance``),
-        needed for DICOM SEG export."""
+    def __init__(self, logics: ModuleLogics) -> None:
         self.logics = logics
-        self.session = session
-        self.fileForInstance = fileForInstance
 
     @property
     def scene(self) -> Any:
         return self.logics.scene
 
-
-    @property
-    def analyzing(self) -> bool:
-        return self.session.busy and self.session.task == "analysis"
-
-
-    # -- analysis ----------------------------------------------------------------------------------
-    def dicomSourceFiles(self, volume: Any) -> list[str]:
-        """The DICOM files ``volume`` was loaded from, in its slice order, or [] when unknown."""
-        uids = (volume.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
-        if not uids or "Unknown" in uids or self.fileForInstance is None:
-            return []
-        files = [self.fileForInstance(uid) for uid in uids]
-        return files if all(f and os.path.isfile(f) for f in files) else []
-
-    def analyze(self, inputVolume: Any, model: str | None = None, device: str = "auto",
-                onEvent: Callable[[dict], None] | None = None,
-                onFinished: Callable[[Any, AnalysisNodes | None, str], None] | None = None,
-                dicomSegFolder: str | None = None) -> None:
-        """Write the volume to a temp folder and start the engine on it; returns at once.
-
-        ``onFinished(outcome, results, errorMessage)``: ``results`` is :meth:`loadResults`'s (None on
-        failure or cancel, when no node is added); the temp folder is removed in every case.
-        ``dicomSegFolder``: also export a DICOM SEG there; the engine then reads the volume's own DICOM
-        files (linked into the temp folder) so that the SEG references them.
-        """
-        if inputVolume is None:
-            raise ValueError("Select an input volume.")
-        dicomFiles = self.dicomSourceFiles(inputVolume) if dicomSegFolder else []
-        if dicomSegFolder and not dicomFiles:
-            raise ValueError("DICOM SEG export needs a volume loaded from the DICOM database (its files are not "
-                             "known for this one).")
-        tempDir = tempfile.mkdtemp(prefix="SMARTNet-")
-        try:
-            if dicomFiles:
-                inputPath = os.path.join(tempDir, "dicom")
-                os.mkdir(inputPath)
-                for index, source in enumerate(dicomFiles):
-                    _linkOrCopy(source, os.path.join(inputPath, f"{index:05d}.dcm"))
-            else:
-                inputPath = os.path.join(tempDir, "input.nrrd")
-                self.writeVolume(inputVolume, inputPath)
-            outputDir = os.path.join(tempDir, "output")
-            args = engine_command.analyze_command(self.session.python, inputPath, outputDir, model, device,
-                                                  output_format="dicom-seg" if dicomFiles else None)
-            inputVolumeID = inputVolume.GetID()
-
-            def load(outcome: Any) -> AnalysisNodes:
-                results = self.loadResults(self.scene.GetNodeByID(inputVolumeID), outcome.result)
-                name = (results.report.get("files") or {}).get("dicom_seg")  # absent: nothing found
-                if dicomSegFolder and name:
-                    os.makedirs(dicomSegFolder, exist_ok=True)
-                    results.dicomSeg = shutil.copy2(os.path.join(outputDir, name), os.path.join(dicomSegFolder, name))
-                return results
-
-            self.session.start(args, onEvent=onEvent, onFinished=loadThenClean(load, tempDir, onFinished),
-                               task="analysis")
-        except Exception:
-            shutil.rmtree(tempDir, ignore_errors=True)
-            raise
-
-    def writeVolume(self, volumeNode: Any, path: str) -> None:
-        """Write through a temporary storage node, so that the node's own storage keeps its file name."""
-        storageNode = self.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-        try:
-            storageNode.SetFileName(path)
-            storageNode.UseCompressionOff()
-            if not storageNode.WriteData(volumeNode):
-                raise RuntimeError(f"Could not write the input volume to {path}")
-        finally:
-            self.scene.RemoveNode(storageNode)
-
     def loadResults(self, inputVolume: Any, resultEvent: dict) -> AnalysisNodes:
-        """Segmentation, table and activation nodes from the engine's output; replaces earlier results.
+        """:meth:`loadOutputFolder` for the first case of the engine's final ``result`` event."""
+        if inputVolume is None:
+            raise ValueError("The input volume was removed during the analysis.")
+        case = analysis_results.case_from_result(resultEvent)
+        return self.loadOutputFolder(inputVolume, case.output_dir, case.report)
+
+    def loadOutputFolder(self, inputVolume: Any, outputDir: str, reportPath: str | None = None) -> AnalysisNodes:
+        """Segmentation, table and activation nodes from an output folder of ``smartnet analyze`` on
+        ``inputVolume``; replaces earlier results.
 
         The files are checked against the report's checksums and read before anything is removed: a
         failing load leaves the earlier results.
         """
-        if inputVolume is None:
-            raise ValueError("The input volume was removed during the analysis.")
-        case = analysis_results.case_from_result(resultEvent)
-        report = read_report(case.report)
-        files = analysis_results.result_files(case.output_dir, report)
+        report = read_report(reportPath or os.path.join(outputDir, REPORT_FILE))
+        files = analysis_results.result_files(outputDir, report)
         if files.segmentation is None:
-            raise SmartNetError("the engine wrote no segmentation", case.output_dir)
-        analysis_results.verify_files(case.output_dir, report)  # Slicer's readers abort on damaged files
+            raise SmartNetError("the engine wrote no segmentation", outputDir)
+        analysis_results.verify_files(outputDir, report)  # Slicer's readers abort on damaged files
         baseName = inputVolume.GetName()
         added = []
         try:
@@ -238,6 +168,88 @@ class AnalysisLogic(EngineClient):
             position = world
         for sliceNode in nodesByClass(self.scene, "vtkMRMLSliceNode"):
             sliceNode.JumpSliceByCentering(*position)
+
+
+class AnalysisLogic(ResultsLogic, EngineClient):
+    """Runs the engine on a volume node and turns its files into MRML nodes (no GUI)."""
+
+    def __init__(self, logics: ModuleLogics, session: EngineSession,
+                 fileForInstance: Callable[[str], str] | None = None) -> None:
+        """``fileForInstance``: a DICOM SOP instance UID's file (Slicer: ``slicer.dicomDatabase.fileForInstance``),
+        needed for DICOM SEG export."""
+        super().__init__(logics)
+        self.session = session
+        self.fileForInstance = fileForInstance
+
+    @property
+    def analyzing(self) -> bool:
+        return self.session.busy and self.session.task == "analysis"
+
+    # -- analysis ----------------------------------------------------------------------------------
+    def dicomSourceFiles(self, volume: Any) -> list[str]:
+        """The DICOM files ``volume`` was loaded from, in its slice order, or [] when unknown."""
+        uids = (volume.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
+        if not uids or "Unknown" in uids or self.fileForInstance is None:
+            return []
+        files = [self.fileForInstance(uid) for uid in uids]
+        return files if all(f and os.path.isfile(f) for f in files) else []
+
+    def analyze(self, inputVolume: Any, model: str | None = None, device: str = "auto",
+                onEvent: Callable[[dict], None] | None = None,
+                onFinished: Callable[[Any, AnalysisNodes | None, str], None] | None = None,
+                dicomSegFolder: str | None = None) -> None:
+        """Write the volume to a temp folder and start the engine on it; returns at once.
+
+        ``onFinished(outcome, results, errorMessage)``: ``results`` is :meth:`loadResults`'s (None on
+        failure or cancel, when no node is added); the temp folder is removed in every case.
+        ``dicomSegFolder``: also export a DICOM SEG there; the engine then reads the volume's own DICOM
+        files (linked into the temp folder) so that the SEG references them.
+        """
+        if inputVolume is None:
+            raise ValueError("Select an input volume.")
+        dicomFiles = self.dicomSourceFiles(inputVolume) if dicomSegFolder else []
+        if dicomSegFolder and not dicomFiles:
+            raise ValueError("DICOM SEG export needs a volume loaded from the DICOM database (its files are not "
+                             "known for this one).")
+        tempDir = tempfile.mkdtemp(prefix="SMARTNet-")
+        try:
+            if dicomFiles:
+                inputPath = os.path.join(tempDir, "dicom")
+                os.mkdir(inputPath)
+                for index, source in enumerate(dicomFiles):
+                    _linkOrCopy(source, os.path.join(inputPath, f"{index:05d}.dcm"))
+            else:
+                inputPath = os.path.join(tempDir, "input.nrrd")
+                self.writeVolume(inputVolume, inputPath)
+            outputDir = os.path.join(tempDir, "output")
+            args = engine_command.analyze_command(self.session.python, inputPath, outputDir, model, device,
+                                                  output_format="dicom-seg" if dicomFiles else None)
+            inputVolumeID = inputVolume.GetID()
+
+            def load(outcome: Any) -> AnalysisNodes:
+                results = self.loadResults(self.scene.GetNodeByID(inputVolumeID), outcome.result)
+                name = (results.report.get("files") or {}).get("dicom_seg")  # absent: nothing found
+                if dicomSegFolder and name:
+                    os.makedirs(dicomSegFolder, exist_ok=True)
+                    results.dicomSeg = shutil.copy2(os.path.join(outputDir, name), os.path.join(dicomSegFolder, name))
+                return results
+
+            self.session.start(args, onEvent=onEvent, onFinished=loadThenClean(load, tempDir, onFinished),
+                               task="analysis")
+        except Exception:
+            shutil.rmtree(tempDir, ignore_errors=True)
+            raise
+
+    def writeVolume(self, volumeNode: Any, path: str) -> None:
+        """Write through a temporary storage node, so that the node's own storage keeps its file name."""
+        storageNode = self.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        try:
+            storageNode.SetFileName(path)
+            storageNode.UseCompressionOff()
+            if not storageNode.WriteData(volumeNode):
+                raise RuntimeError(f"Could not write the input volume to {path}")
+        finally:
+            self.scene.RemoveNode(storageNode)
 
 
 def loadThenClean(load: Callable[[Any], Any], tempDir: str,

@@ -155,3 +155,16 @@ def capture(window: Any, path: str | Path | None = None) -> np.ndarray:
     width, height, _ = image.GetDimensions()
     pixels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
     return pixels[::-1, :, :3].copy()
+
+
+def colour_pixels(pixels: np.ndarray, rgb: tuple[float, float, float], tolerance: float = 24.0,
+                  saturation: float = 0.45) -> int:
+    """Pixels whose hue is that of ``rgb`` (saturated and not dark): robust to blending and shading."""
+    def hue(r, g, b):
+        return np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360
+
+    px = pixels[..., :3].astype(float)
+    high, low = px.max(axis=-1), px.min(axis=-1)
+    saturated = (high - low) / np.maximum(high, 1) > saturation
+    difference = np.abs((hue(px[..., 0], px[..., 1], px[..., 2]) - hue(*rgb) + 180) % 360 - 180)
+    return int(((difference < tolerance) & saturated & (high > 60)).sum())

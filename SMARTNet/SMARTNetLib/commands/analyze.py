@@ -213,7 +213,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
             files[key] = name
         report = Report(
             format_version=FORMAT_VERSION,
-            input=str(path),
+            input=str(Path(path).absolute()),  # readers (smartnet view, compare) may run elsewhere
             model=ReportModel(name=card.name, version=card.version, description=card.summary,
                               synthetic_only=card.synthetic_only,
                               finding_classifier=analyzer.model.finding_classifier is not None),
