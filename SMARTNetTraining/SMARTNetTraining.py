@@ -8,6 +8,7 @@ session (timer, cancel) and the dependency check come from the SMARTNet module b
 
 import logging
 import os
+import shutil
 
 import numpy as np
 import qt
@@ -25,7 +26,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SMARTNet import ensureDependencies, fillModelSelector, newEngineSession, slicerModuleLogics
-from SMARTNetLib.client import engine_command, training_command, training_set
+from SMARTNetLib.client import analysis_results, engine_command, training_command, training_set
 from SMARTNetLib.contracts import locations
 from SMARTNetSlicerLib.training_logic import TrainingLogic
 
@@ -87,6 +88,7 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._modelChoices = []
         self._progress = None
+        self._pretraining = None  # the options of the last pretraining run
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -100,6 +102,8 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceSelector.addItem(_(label), value)
         self.ui.casesTable.setHorizontalHeaderLabels([_("Case"), _("Source"), _("Segments → type"), _("Check")])
         self.ui.progressBar.visible = False
+        for value, label in training_command.PRETRAINING_METHODS:
+            self.ui.pretrainMethodSelector.addItem(_(label), value)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -118,6 +122,11 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
         self.ui.resumeButton.connect("clicked(bool)", self.onResume)
+        self.ui.pretrainBrowseButton.connect("clicked(bool)", self.onPretrainBrowse)
+        self.ui.pretrainLoadedCheckBox.connect("toggled(bool)", self._updateButtons)
+        self.ui.pretrainStartButton.connect("clicked(bool)", lambda: self.onPretrain(resume=False))
+        self.ui.pretrainStopButton.connect("clicked(bool)", self.onStop)
+        self.ui.pretrainResumeButton.connect("clicked(bool)", lambda: self.onPretrain(resume=True))
 
         self.initializeParameterNode()
         self.refreshModels()
@@ -272,11 +281,17 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- run ---------------------------------------------------------------------------------------
     def _updateButtons(self, *unused) -> None:
-        running = self.logic is not None and self.logic.task in ("training", "register")
+        running = self.logic is not None and self.logic.task in ("training", "register", "pretraining")
         self.ui.startButton.enabled = not running and bool(self._modelChoices)
         self.ui.stopButton.enabled = running and self.logic.task == "training"
         canResume = bool(self._parameterNode and self.logic.canResume(self._parameterNode.workFolder))
         self.ui.resumeButton.enabled = not running and canResume
+        self.ui.pretrainStartButton.enabled = not running
+        self.ui.pretrainStopButton.enabled = running and self.logic.task == "pretraining"
+        self.ui.pretrainResumeButton.enabled = not running and bool(
+            self.logic and self.logic.canResumePretraining(self._pretrainingOptions(resume=True).output))
+        self.ui.pretrainFolderLineEdit.enabled = not self.ui.pretrainLoadedCheckBox.checked
+        self.ui.pretrainBrowseButton.enabled = not self.ui.pretrainLoadedCheckBox.checked
         for widget in (self.ui.addCaseButton, self.ui.addAllPairsButton, self.ui.addFolderButton,
                        self.ui.addDatalistButton, self.ui.removeCaseButton, self.ui.clearCasesButton):
             widget.enabled = not running
@@ -391,6 +406,93 @@ class SMARTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 name=result["name"], comparison=comparison)
             self._log(self.ui.statusLabel.text)
             self.logic.notifyModelsChanged()
+        self._updateButtons()
+
+    # -- pretraining ---------------------------------------------------------------------------------
+    def onPretrainBrowse(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Folder of unlabelled head CTs"))
+        if folder:
+            self.ui.pretrainFolderLineEdit.text = folder
+
+    def _pretrainingOptions(self, resume: bool) -> training_command.PretrainingOptions:
+        """Options of a pretraining run named after the new model (``<name>-pretrained``)."""
+        p = self._parameterNode
+        name = f"{(p.modelName if p else '') or 'smartnet'}-pretrained"
+        folder = self.logic.pretrainingFolder(name)
+        loaded = self.ui.pretrainLoadedCheckBox.checked
+        data = os.path.join(folder, "scans") if loaded else self.ui.pretrainFolderLineEdit.text.strip()
+        method = self.ui.pretrainMethodSelector.itemData(self.ui.pretrainMethodSelector.currentIndex) or "genesis"
+        return training_command.PretrainingOptions(
+            data=data, output=os.path.join(folder, "model"), method=method, name=name,
+            epochs=self.ui.pretrainEpochsSpinBox.value, device=p.device if p else "auto", resume=resume)
+
+    def onPretrain(self, resume: bool) -> None:
+        if self.logic.busy:
+            slicer.util.warningDisplay(_("The engine is busy; try again in a moment."))
+            return
+        if not self.logic.ensureDependencies():
+            return
+        options = self._pretrainingOptions(resume)
+        loaded = self.ui.pretrainLoadedCheckBox.checked
+        if not loaded and not os.path.isdir(options.data):
+            slicer.util.errorDisplay(_("Choose a folder of unlabelled head CTs, or use the loaded volumes."))
+            return
+        if not resume and self.logic.canResumePretraining(options.output):
+            if not slicer.util.confirmOkCancelDisplay(_("A previous pretraining run exists. Start over (it is "
+                                                        "deleted)? Cancel, then Resume, continues it instead.")):
+                return
+            shutil.rmtree(options.output, ignore_errors=True)
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the pretraining."), waitCursor=True):
+            if loaded and not resume:
+                volumes = self.logic.unlabelledVolumes()
+                if not volumes:
+                    raise ValueError(_("No CT volume is loaded."))
+                shutil.rmtree(options.data, ignore_errors=True)
+                self.logic.exportVolumes(volumes, options.data)
+            self._pretraining = options
+            self.ui.logText.clear()
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.visible = True
+            self.ui.statusLabel.text = _("Pretraining...")
+            self.logic.pretrain(options, onEvent=self._onPretrainEvent, onFinished=self._onPretrainFinished)
+        self._updateButtons()
+
+    def _onPretrainEvent(self, event) -> None:
+        kind = event["event"]
+        if kind == "progress":
+            self.ui.progressBar.value = int(round(100 * float(event.get("fraction", 0.0))))
+            self.ui.statusLabel.text = analysis_results.progress_text(event)
+        elif kind == "metrics":
+            self._log(training_command.pretraining_epoch_text(event))
+        elif kind == "log":
+            prefix = _("Warning: ") if event.get("level") == "warning" else ""
+            self._log(prefix + event.get("message", ""))
+        elif kind == "error":
+            self._log(_("Error: {message}").format(message=event.get("message", "")))
+
+    def _onPretrainFinished(self, outcome) -> None:
+        self.ui.progressBar.visible = False
+        options = self._pretraining
+        if outcome.status == "cancelled":
+            self.ui.statusLabel.text = _("Pretraining stopped. Resume continues from the last finished epoch.")
+        elif not outcome.succeeded:
+            for line in outcome.stderr_tail:
+                self._log(line)
+            self.ui.statusLabel.text = _("Pretraining failed.")
+            slicer.util.errorDisplay(_("Pretraining failed: {message}").format(message=outcome.message))
+        else:
+            # The pretrained model becomes the base model of the fine-tuning.
+            choice = engine_command.ModelChoice(
+                label=_("{name} (pretrained, heads untrained)").format(name=options.name), value=options.output,
+                tooltip=options.output, synthetic_only=False, name=options.name, version="1.0.0")
+            self._modelChoices = [c for c in self._modelChoices if c.value != options.output] + [choice]
+            if self._parameterNode:
+                self._parameterNode.baseModel = options.output
+            fillModelSelector(self.ui.baseModelSelector, self._modelChoices, "", options.output)
+            self.onBaseModelChanged(self.ui.baseModelSelector.currentIndex)
+            self.ui.statusLabel.text = _("Pretrained: {name} is now the base model; add annotated cases and Start "
+                                         "to fine-tune it.").format(name=options.name)
+            self._log(self.ui.statusLabel.text)
         self._updateButtons()
 
     def _log(self, text: str) -> None:

@@ -1,5 +1,6 @@
 """Fine-tuning from the scene: cases from volume/segmentation pairs, their export, the train and register
-runs, and the training curves as a table and a plot chart."""
+runs, the training curves as a table and a plot chart, and self-supervised pretraining on unlabelled scans
+(a folder, or the loaded volumes written to one) before fine-tuning."""
 
 from __future__ import annotations
 
@@ -177,6 +178,45 @@ class TrainingLogic(EngineClient):
         """Start ``smartnet register``: base and new model on the validation cases, copy to the user models."""
         args = training_command.register_command(self.session.python, options, caseNames, overwrite)
         self.session.start(args, onFinished=onFinished, task="register")
+
+    # -- pretraining -------------------------------------------------------------------------------
+    @staticmethod
+    def pretrainingFolder(name: str) -> str:
+        """Where a pretraining run of ``name`` lives: ``scans/`` (loaded volumes written out) and ``model/``."""
+        return os.path.join(str(smartnet_home()), "pretraining", name)
+
+    @staticmethod
+    def canResumePretraining(modelFolder: str) -> bool:
+        return bool(modelFolder) and os.path.isfile(os.path.join(modelFolder, "checkpoints", "last.pt"))
+
+    def unlabelledVolumes(self) -> list:
+        """The scene's CT volumes (scalar volumes that are not label maps)."""
+        return [v for v in nodesByClass(self.scene, "vtkMRMLScalarVolumeNode")
+                if not v.IsA("vtkMRMLLabelMapVolumeNode")]
+
+    def exportVolumes(self, volumes: list, folder: str) -> list[str]:
+        """Each volume written to ``folder`` as NRRD (through a temporary storage node, so that the node keeps
+        its own file name); returns the files."""
+        os.makedirs(folder, exist_ok=True)
+        files = []
+        for volume, stem in zip(volumes, training_set.file_stems(v.GetName() for v in volumes)):
+            path = os.path.join(folder, f"{stem}.nrrd")
+            storage = self.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+            try:
+                storage.SetFileName(path)
+                if not storage.WriteData(volume):
+                    raise RuntimeError(f"Could not write {volume.GetName()} to {path}")
+            finally:
+                self.scene.RemoveNode(storage)
+            files.append(path)
+        return files
+
+    def pretrain(self, options: training_command.PretrainingOptions, onEvent: Callable[[dict], None] | None = None,
+                 onFinished: Callable[[Any], None] | None = None) -> None:
+        """Start ``smartnet pretrain`` (returns at once); ``onFinished(outcome)`` when it ended. Stop is
+        :meth:`cancel`; ``options.resume`` continues from the last finished epoch."""
+        args = training_command.pretrain_command(self.session.python, options)
+        self.session.start(args, onEvent=onEvent, onFinished=onFinished, task="pretraining")
 
     # -- chart -------------------------------------------------------------------------------------
     def showChart(self, curves: training_command.TrainingCurves, title: str = "SMART-Net training") -> Any:

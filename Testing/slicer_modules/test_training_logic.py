@@ -175,3 +175,53 @@ def test_train_stop_resume_register_and_list(smartnet_home, scene, training, tmp
     training.listModels(lambda choices, error: listed.extend(c.name for c in choices))
     training.waitForCompletion(120)
     assert "slicer-test-model" in listed
+
+
+def test_pretraining_on_the_loaded_volumes_stops_resumes_and_gives_a_base_model(smartnet_home, scene, training,
+                                                                                 tmp_path, real_head):
+    """The loaded volumes (no segmentation needed) written to the pretraining folder, TransVW started, stopped
+    after its first epoch, resumed to the end: a model folder that fine-tuning can start from."""
+    for n, degrees in enumerate((0.0, 7.0, -5.0)):
+        transform = sitk.Euler3DTransform()
+        transform.SetCenter(real_head.TransformContinuousIndexToPhysicalPoint([s / 2 for s in real_head.GetSize()]))
+        transform.SetRotation(0.0, 0.0, np.radians(degrees))
+        pose = sitk.Resample(sitk.BinShrink(real_head, [2, 2, 2]), transform, sitk.sitkLinear, -1024.0)
+        sitk.WriteImage(pose, str(tmp_path / f"scan{n}.nrrd"))
+        scene.loadVolume(tmp_path / f"scan{n}.nrrd", f"Scan {n}")
+    folder = training.pretrainingFolder("slicer-pretrained")
+    assert folder.startswith(str(smartnet_home))
+    before = scene.nodeIDs()
+    files = training.exportVolumes(training.unlabelledVolumes(), os.path.join(folder, "scans"))
+    assert scene.nodeIDs() == before and [os.path.basename(f) for f in files] == ["Scan_0.nrrd", "Scan_1.nrrd",
+                                                                                  "Scan_2.nrrd"]
+    original = sitk.ReadImage(str(tmp_path / "scan1.nrrd"))
+    written = sitk.Resample(sitk.ReadImage(files[1]), original, sitk.Transform(), sitk.sitkNearestNeighbor)
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(original))  # the same voxels in space
+    options = training_command.PretrainingOptions(
+        data=os.path.join(folder, "scans"), output=os.path.join(folder, "model"), method="transvw", epochs=3,
+        steps_per_epoch=3, batch_size=4, words=6, instances=3, architecture="tiny", image_size=64, device="cpu")
+
+    finished, epochs = [], []
+
+    def onEvent(event):
+        if event["event"] == "metrics":
+            epochs.append(event["epoch"])
+            training.cancel()
+
+    training.pretrain(options, onEvent=onEvent, onFinished=finished.append)
+    training.waitForCompletion(300)
+    assert finished[0].status == "cancelled" and epochs == [1]
+    assert training.canResumePretraining(options.output)
+
+    options.resume = True
+    finished.clear()
+    lines = []
+    training.pretrain(options, onEvent=lambda e: e["event"] == "metrics" and lines.append(
+        training_command.pretraining_epoch_text(e)), onFinished=finished.append)
+    training.waitForCompletion(300)
+    assert finished[0].succeeded, finished[0].message + "\n".join(finished[0].stderr_tail)
+    assert [line.split(":")[0] for line in lines] == ["Pretraining epoch 2/3", "Pretraining epoch 3/3"]
+    assert "visual-word accuracy" in lines[-1]
+    card = json.loads(open(os.path.join(options.output, "model.json")).read())
+    assert card["provenance"]["pretraining"]["method"] == "transvw"
+    assert card["metrics"]["pretraining"]["epoch"] == 3

@@ -100,6 +100,76 @@ def train_command(python: str, options: TrainingOptions) -> list[str]:
 
 
 
+PRETRAINING_METHODS = (("genesis", "Models Genesis (restore distorted slices)"),
+                       ("transvw", "TransVW (visual words: classify and restore)"))
+
+
+@dataclass
+class PretrainingOptions:
+    """Self-supervised pretraining on unlabelled CTs; maps one to one onto ``smartnet pretrain`` options."""
+
+    data: str  # a folder of CT files and DICOM series
+    output: str
+    method: str = "genesis"
+    name: str = ""
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    lr: float = 1e-3
+    batch_size: int = 8
+    device: str = TRAINING.device
+    seed: int = TRAINING.seed
+    words: int = 32
+    instances: int = 8
+    architecture: str = "default"
+    image_size: int | None = None
+    resume: bool = False
+
+    def check(self) -> list[str]:
+        """Problems with the values (empty when the command can run)."""
+        problems = []
+        if self.method not in {m for m, _ in PRETRAINING_METHODS}:
+            problems.append(f"unknown pretraining method {self.method!r}")
+        if self.device not in {d for d, _ in DEVICES}:
+            problems.append(f"unknown device {self.device!r}")
+        for label, value in (("epochs", self.epochs), ("the batch size", self.batch_size),
+                             ("visual words", self.words), ("instances per word", self.instances)):
+            if value < 1:
+                problems.append(f"{label} must be at least 1")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            problems.append("the learning rate must be positive")
+        return problems
+
+
+def pretrain_command(python: str, options: PretrainingOptions) -> list[str]:
+    """The ``smartnet pretrain`` command line for ``options`` (raises ValueError on bad values)."""
+    problems = options.check()
+    if problems:
+        raise ValueError("; ".join(problems))
+    args = ["--data", str(options.data), "--output", str(options.output), "--method", options.method,
+            "--epochs", str(options.epochs), "--lr", repr(float(options.lr)), "--batch-size", str(options.batch_size),
+            "--device", options.device, "--seed", str(options.seed), "--architecture", options.architecture]
+    if options.method == "transvw":
+        args += ["--words", str(options.words), "--instances", str(options.instances)]
+    if options.steps_per_epoch:
+        args += ["--steps-per-epoch", str(options.steps_per_epoch)]
+    if options.image_size:
+        args += ["--image-size", str(options.image_size)]
+    if options.name:
+        args += ["--name", options.name]
+    if options.resume:
+        args.append("--resume")
+    return cli_command(python, "pretrain", *args)
+
+
+def pretraining_epoch_text(event: Mapping[str, Any]) -> str:
+    """One log line for a pretraining ``metrics`` event."""
+    text = (f"Pretraining epoch {event.get('epoch')}/{event.get('epochs')}: restoration loss "
+            f"{_number(event.get('restoration_loss')):.4f} (distorted input {_number(event.get('identity_loss')):.4f})")
+    if "word_accuracy" in event:
+        text += f", visual-word accuracy {_number(event.get('word_accuracy')):.2f}"
+    return text
+
+
 def register_command(python: str, options: TrainingOptions, case_names: Sequence[str] = (),
                      overwrite: bool = False) -> list[str]:
     """The ``smartnet register`` command line that follows a ``train`` run of ``options``: base and new
