@@ -35,17 +35,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from SMARTNetLib.contracts.files import write_json_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results" / "pretraining.json"
 POOL_SEED, LABELLED_SEED, TEST_SEED = 710000, 720000, 5_100_000
 INITS = ("scratch", "genesis", "transvw", "bundled")
-
-
-def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def cases(folder: Path, seeds: list[int], make, labelled: bool) -> list[dict]:
@@ -207,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "benchmarks/pretraining.py",
                                *(argv if argv is not None else sys.argv[1:])]),
     }
-    write_json(result, args.output)
+    write_json_atomic(args.output, result, indent=1)
     for row in result["summary"]:
         print(f"{row['init']:8s} n={row['labelled']:2d}: dice {row['dice_any']} (sd {row['dice_any_sd']}) "
               f"auc {row['auc']} (sd {row['auc_sd']})")
