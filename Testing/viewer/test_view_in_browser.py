@@ -248,6 +248,21 @@ def test_results_in_the_browser(analysed, viewer, browser, tmp_path):
     assert colour_pixels(without[3], iph.color) > 50  # the segmentation stays
     save(browser, "smartnet-view-no-activation.png", tmp_path)
 
+    # Activation back on, then its opacity to 0 with the slider's keyboard (Home): the heat goes again.
+    click(browser, browser.find_element(By.ID, "toggle-activation"))
+    wait_for(lambda: np.abs(views(browser)[3].astype(int) - with_heat[3]).mean() < 0.5, what="the activation back")
+    from selenium.webdriver.common.keys import Keys
+
+    thumb = browser.find_element(By.CSS_SELECTOR, "#activation-opacity [role='slider'], .v-slider-thumb[role='slider']")
+    click(browser, thumb)
+    thumb.send_keys(Keys.HOME)
+
+    def closer_to_no_heat() -> bool:
+        axial = views(browser)[3].astype(int)
+        return np.abs(axial - without[3]).mean() < 0.5 * np.abs(axial - with_heat[3]).mean()
+
+    wait_for(closer_to_no_heat, what="opacity 0 to look like no activation map")
+
     # Jump to the subdural: the axial view moves to its slice, and shows it.
     axial = views(browser)[3]
     click(browser, browser.find_elements(By.CSS_SELECTOR, ".jump-button")[1])
