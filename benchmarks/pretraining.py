@@ -7,7 +7,8 @@
    (``--method transvw``), the same steps each.
 3. Fine-tuning (``smartnet train``, upstream then downstream) with 5, 10 and 20 labelled cases (training
    generator, seeds 720000 + i, the first n of one list) from: scratch (random weights), each pretrained
-   encoder, and the bundled model; ``--seeds`` repeats each with other training seeds.
+   encoder, and the bundled model, with the same number of upstream steps for every size (``--upstream-steps``);
+   ``--seeds`` repeats each with other training seeds.
 4. Measured on cases of the independent held-out generator (``synthetic/heldout.py``, seeds 5100000 + i, never
    used elsewhere): Dice over positives (any hemorrhage) and volume-level AUC, mean and spread over seeds.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20], help="labelled cases to fine-tune on")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fine-tuning seeds")
     parser.add_argument("--n-test", type=int, default=16, help="held-out-generator cases")
-    parser.add_argument("--epochs", type=int, default=6, help="upstream fine-tuning epochs")
+    parser.add_argument("--upstream-steps", type=int, default=160,
+                        help="upstream fine-tuning steps (batches of 8 slices), the same for every size: epochs = "
+                             "steps / cases, one step per case and epoch")
     parser.add_argument("--downstream-epochs", type=int, default=2, help="downstream fine-tuning epochs")
     parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS), help="starting points to compare")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each run")
@@ -169,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 if any(r["init"] == init and r["labelled"] == n and r["seed"] == seed for r in runs):
                     continue
                 out = work / f"tuned-{init}-{n}-{seed}"
-                command = ["train", "--datalist", str(datalist), "--output", str(out), "--epochs", str(args.epochs),
+                epochs = max(1, math.ceil(args.upstream_steps / n))
+                command = ["train", "--datalist", str(datalist), "--output", str(out), "--epochs", str(epochs),
                            "--downstream-epochs", str(args.downstream_epochs), "--val-split", "0", "--seed",
                            str(seed)]
                 if starts[init] is not None:
@@ -196,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "test": {"generator": "heldout", "seeds": f"{TEST_SEED}+i", "cases": args.n_test,
                  "positives": sum(1 for t in tests if _positive(work / "test" / t["label"]))},
         "pretraining": {"steps": args.pretrain_steps, "commands": commands},
-        "fine_tuning": {"epochs": args.epochs, "downstream_epochs": args.downstream_epochs, "seeds": args.seeds},
+        "fine_tuning": {"upstream_steps": args.upstream_steps, "downstream_epochs": args.downstream_epochs,
+                        "seeds": args.seeds},
         "summary": summary(runs), "runs": runs, "seconds": seconds, "threads": args.threads,
         "command": shlex.join(["python", "benchmarks/pretraining.py",
                                *(argv if argv is not None else sys.argv[1:])]),

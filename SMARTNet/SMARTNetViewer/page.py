@@ -92,9 +92,11 @@ class ResultsPage:
         state.case_name, state.case_error = case.name, ""
         try:
             nodes = self.scene.load(case)
-        except SmartNetError as err:
+        except Exception as err:  # shown on the page: a bad case must not take the session down
+            logging.exception("smartnet view: %s", case.folder)
+            message = str(err) if isinstance(err, SmartNetError) else f"{case.folder}: {type(err).__name__}: {err}"
             self.scene.clear()
-            state.case_error, state.case_warnings, state.table_rows, state.jump_targets = str(err), [], [], []
+            state.case_error, state.case_warnings, state.table_rows, state.jump_targets = message, [], [], []
             self.render()
             return
         state.case_warnings = case.warnings

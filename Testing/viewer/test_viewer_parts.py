@@ -4,6 +4,7 @@ viewer's import rules (the launcher and the case list run in the engine's enviro
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import socket
 import sys
@@ -103,3 +104,42 @@ def test_viewer_uses_only_the_light_engine_packages_and_the_launcher_needs_no_tr
                    and not m.startswith(("SMARTNetLib.contracts", "SMARTNetLib.client", "SMARTNetViewer.cases",
                                          "__future__"))}
         assert outside == set(), (name, outside)
+
+
+def test_a_case_becomes_the_modules_nodes_and_a_missing_ct_is_named(two_cases, tmp_path):
+    """:class:`CaseScene` on slicer-core's MRML (the viewer's scene logic, without trame): the CT, the module's
+    segmentation, table and activation nodes, the CT behind every slice view; a case whose CT is gone fails with
+    the CT's path and leaves the scene as it was."""
+    from SMARTNetSlicerLib import scene_context
+    from SMARTNetSlicerLib.scene_context import nodesByClass
+    from SMARTNetViewer.case_scene import CaseScene
+
+    logics = scene_context.standalone()
+    scene_context.addSliceViews(logics)
+    scene = CaseScene(logics)
+
+    def node_ids() -> set[str]:
+        return {logics.scene.GetNthNode(i).GetID() for i in range(logics.scene.GetNumberOfNodes())}
+
+    cases = {c.name: c for c in find_cases(two_cases)}
+    nodes = scene.load(cases["b_bleed"])
+    assert nodes.segmentation is not None and nodes.table is not None and nodes.activation is not None
+    assert scene.ct.GetName() == "b_bleed" and scene.ct.GetDisplayNode().GetWindow() == 80.0
+    composites = nodesByClass(logics.scene, "vtkMRMLSliceCompositeNode")
+    assert len(composites) == 3 and {c.GetBackgroundVolumeID() for c in composites} == {scene.ct.GetID()}
+    scene.show(segmentation=True, activation=True, activation_3d=False, opacity=0.4)
+    assert {c.GetForegroundVolumeID() for c in composites} == {nodes.activation.GetID()}
+    assert {round(c.GetForegroundOpacity(), 2) for c in composites} == {0.4}
+
+    moved = tmp_path / "moved"
+    shutil.copytree(two_cases / "a_clean", moved / "a_clean")
+    report = json.loads((moved / "a_clean" / "report.json").read_text())
+    report["input"] = str(tmp_path / "gone.nrrd")
+    (moved / "a_clean" / "report.json").write_text(json.dumps(report))
+    before = node_ids()
+    with pytest.raises(SmartNetError, match="the analysed CT is gone") as error:
+        scene.load(find_cases(moved)[0])
+    assert str(tmp_path / "gone.nrrd") in str(error.value)
+    assert node_ids() == before and scene.ct.GetName() == "b_bleed"  # the shown case stays
+    scene.clear()
+    assert scene.ct is None and not nodesByClass(logics.scene, "vtkMRMLSegmentationNode")
