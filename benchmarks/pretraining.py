@@ -8,7 +8,7 @@
 3. Fine-tuning (``smartnet train``, upstream then downstream) with 5, 10 and 20 labelled cases (training
    generator, seeds 720000 + i, the first n of one list) from: scratch (random weights), each pretrained
    encoder, and the bundled model, with the same number of upstream steps for every size (``--upstream-steps``);
-   ``--seeds`` repeats each with other training seeds.
+   ``--seeds`` repeats each with other training seeds; the bundled model as shipped is the reference (0 cases).
 4. Measured on cases of the independent held-out generator (``synthetic/heldout.py``, seeds 5100000 + i, never
    used elsewhere): Dice over positives (any hemorrhage) and volume-level AUC, mean and spread over seeds.
 
@@ -163,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
 
     runs_file = work / "runs.json"
     runs: list[dict] = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    if "bundled" in args.inits and not any(r["init"] == "bundled" and r["labelled"] == 0 for r in runs):
+        from SMARTNetLib.model.store import resolve_model
+
+        runs.append({"init": "bundled", "labelled": 0, "seed": None, "train_seconds": 0.0,  # the reference
+                     "result": evaluate(resolve_model("smartnet-default"), work / "test", tests), "command": None})
+        runs_file.write_text(json.dumps(runs, indent=1))
     for n in sorted(args.sizes):
         datalist = work / f"labelled-{n}.json"
         datalist.write_text(json.dumps({"training": [{**c, "image": f"labelled/{c['image']}",
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _positive(label: Path) -> bool:
-    return bool((sitk.GetArrayViewFromImage(sitk.ReadImage(str(label))) > 0).any())
+    return bool((sitk.GetArrayFromImage(sitk.ReadImage(str(label))) > 0).any())
 
 
 if __name__ == "__main__":
