@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -152,6 +153,9 @@ class Launcher:
 
         self.server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.server.daemon_threads = True
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C stops the viewer even when it was started with SIGINT ignored (a background job of a script)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if on_ready:
             on_ready(f"http://{self.host}:{self.port}/")
         try:

@@ -111,8 +111,8 @@ def viewer(analysed):
 
     wait_for(listening, 60, what="smartnet view to listen")
     yield f"http://127.0.0.1:{port}/", process
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+    if process.poll() is None:  # the test failed before it stopped the viewer
+        process.kill()
         process.wait(30)
 
 
