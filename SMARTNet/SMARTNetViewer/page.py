@@ -102,13 +102,12 @@ class ResultsPage:
         state.case_warnings = case.warnings
         _, rows = analysis_results.findings_table(nodes.report)
         state.table_rows = [list(r) for r in rows]
-        state.jump_targets = [{"name": f.name, "label": f"{f.display_name}: {f.volume_ml:.1f} mL"}
-                              for f in self.scene.findings()]
+        found = self.scene.findings()  # largest first
+        state.jump_targets = [{"name": f.name, "label": f"{f.display_name}: {f.volume_ml:.1f} mL"} for f in found]
         self.on_display()
         self.reset_views()
-        largest = self.scene.findings()
-        if largest:
-            self.scene.jump_to(largest[0].name)
+        if found:
+            self.scene.jump_to(found[0].name)
         self.render()
 
     def on_display(self, **_) -> None:

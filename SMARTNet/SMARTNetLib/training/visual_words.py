@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
+
+from SMARTNetLib.io.volume import ijk_to_lps
 
 TISSUE_HU = -300.0  # the head (and what else is not air)
 FEATURE_GRID = 20  # the coarse picture of a head: 20^3 samples over its frame
@@ -47,12 +50,13 @@ def head_frame(image: sitk.Image, step_mm: float = 4.0) -> HeadFrame:
     shrink = [max(1, int(step_mm / s)) for s in image.GetSpacing()]
     small = sitk.BinShrink(image, shrink)
     tissue = sitk.GetArrayFromImage(small) > TISSUE_HU
-    labels, count = _components(tissue)
+    labels, count = ndimage.label(tissue)
     if count == 0:
         raise ValueError("no tissue in the image")
     largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
     kji = np.argwhere(labels == largest)
-    points = _world(small, kji[:, ::-1].astype(float))
+    matrix = ijk_to_lps(small)
+    points = kji[:, ::-1].astype(float) @ matrix[:3, :3].T + matrix[:3, 3]
     centre = points.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov((points - centre).T))
     order = np.argmax(np.abs(vectors), axis=0)  # the world axis each principal axis is closest to
@@ -65,18 +69,6 @@ def head_frame(image: sitk.Image, step_mm: float = 4.0) -> HeadFrame:
         axes[:, world_axis] = vector * np.sign(vector[world_axis])
         scale[world_axis] = np.sqrt(max(values[column], 1e-6))
     return HeadFrame(centre, axes, scale)
-
-
-def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    from scipy import ndimage
-
-    return ndimage.label(mask)
-
-
-def _world(image: sitk.Image, ijk: np.ndarray) -> np.ndarray:
-    origin, spacing = np.array(image.GetOrigin()), np.array(image.GetSpacing())
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    return origin + (ijk * spacing) @ direction.T
 
 
 def sample_in_frame(image: sitk.Image, frame: HeadFrame, centre_u: np.ndarray, size: tuple[int, int, int],
@@ -175,9 +167,8 @@ def _places(image: sitk.Image, frame: HeadFrame, n_words: int, rng: np.random.Ge
 def word_patch(image: sitk.Image, frame: HeadFrame, place: np.ndarray, size: int, context: int) -> np.ndarray:
     """The patch of a word in one head: (2c+1, size, size) HU, axial in the head's frame, neighbours SLAB_MM apart."""
     depth = 2 * context + 1
-    grid = sample_in_frame(image, frame, np.asarray(place), (size, size, depth),
+    return sample_in_frame(image, frame, np.asarray(place), (size, size, depth),
                            extent_mm=(PATCH_MM, PATCH_MM, SLAB_MM * (depth - 1)))
-    return grid  # (depth, size, size): z (slices), y (rows), x (columns)
 
 
 def word_positions(vocabulary: Vocabulary, frames: list[HeadFrame]) -> dict[int, dict[int, np.ndarray]]:
