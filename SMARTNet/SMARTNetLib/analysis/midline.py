@@ -29,8 +29,8 @@ from scipy import ndimage
 from SMARTNetLib.analysis.comparison import register_rigid
 
 BONE_HU = (200.0, 1500.0)  # the window the symmetry registration looks at: skull only
-SYMMETRY_SPACING_MM = 6.0  # 4 mm took 40% longer with the same shift errors (benchmarks/midline_location.py); the falx
-# attachments then set the midline's position on the septum's level
+SYMMETRY_SPACING_MM = 6.0  # 4 mm: slower, same shift errors (benchmarks/midline_location.py); the falx attachments
+# then set the midline's position on the septum's level
 CSF_HU = (-15.0, 22.0)
 CSF_MARGIN_HU = 8.0
 MIN_PROMINENCE_HU = 4.0
