@@ -11,6 +11,10 @@ sensibly. The volume classifier's per-slice vectors are, as the card says, the p
 the paper), the slice's segmentation evidence (per-class maximum and mean probability), both, or the same
 evidence taken from the 3D CNN's refined segmentation ("segmentation-3d", see :meth:`SmartNet.volume_vectors`).
 The 3D CNN's probabilities are a sigmoid per class, or exclusive (:func:`exclusive_probabilities`).
+
+Training builds the MONAI blocks; ``torch_only=True`` (what :func:`~SMARTNetLib.model.store.load_model` asks for
+at analysis) builds their twins in :mod:`.layers` instead, with the same parameter names, so that an analysis
+never imports MONAI.
 """
 
 from __future__ import annotations
@@ -18,31 +22,50 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from monai.networks.blocks import Convolution, UpSample
-from monai.networks.nets import FlexibleUNet
-from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from SMARTNetLib.contracts.model_card import ModelCard
+from SMARTNetLib.model import layers
 
 if TYPE_CHECKING:
     from SMARTNetLib.model.finding_classifier import FindingClassifier
 
 
+def _convolution(torch_only: bool, dims: int, in_channels: int, out_channels: int, kernel_size: int,
+                 conv_only: bool = False) -> nn.Module:
+    """MONAI's ``Convolution`` (batch norm and ReLU unless ``conv_only``), or its torch-only twin."""
+    if torch_only:
+        return layers.Convolution(dims, in_channels, out_channels, kernel_size, conv_only=conv_only)
+    from monai.networks.blocks import Convolution
+
+    if conv_only:
+        return Convolution(dims, in_channels, out_channels, kernel_size=kernel_size, conv_only=True)
+    return Convolution(dims, in_channels, out_channels, kernel_size=kernel_size, norm="batch", act="relu")
+
+
+def _upsample(torch_only: bool, channels: int) -> nn.Module:
+    """MONAI's non-trainable bilinear x2 ``UpSample`` keeping the channels, or its torch-only twin."""
+    if torch_only:
+        return layers.UpSample(channels, channels)
+    from monai.networks.blocks import UpSample
+
+    return UpSample(2, channels, channels, scale_factor=2, mode="nontrainable", interp_mode="bilinear")
+
+
 class ReconstructionDecoder(nn.Sequential):
     """Decoder from the deepest encoder feature alone back to the input (no skips), as in the paper."""
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int = 5, width: int = 64) -> None:
-        layers: list[nn.Module] = [Convolution(2, in_channels, width, kernel_size=1, norm="batch", act="relu")]
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 5, width: int = 64,
+                 torch_only: bool = False) -> None:
+        parts: list[nn.Module] = [_convolution(torch_only, 2, in_channels, width, 1)]
         channels = width
         for _ in range(depth):
             nxt = max(channels // 2, 16)
-            layers += [UpSample(2, channels, channels, scale_factor=2, mode="nontrainable", interp_mode="bilinear"),
-                       Convolution(2, channels, nxt, kernel_size=3, norm="batch", act="relu")]
+            parts += [_upsample(torch_only, channels), _convolution(torch_only, 2, channels, nxt, 3)]
             channels = nxt
-        layers += [Convolution(2, channels, out_channels, kernel_size=1, conv_only=True), nn.Sigmoid()]
-        super().__init__(*layers)
+        parts += [_convolution(torch_only, 2, channels, out_channels, 1, conv_only=True), nn.Sigmoid()]
+        super().__init__(*parts)
 
 
 class VolumeClassifier(nn.Module):
@@ -86,10 +109,10 @@ class VolumeClassifier(nn.Module):
 class VolumeSegmenter(nn.Module):
     """Two 3D convolutions over the stacked per-slice decoder maps, added to the 2D logits (zero at init)."""
 
-    def __init__(self, channels: int, outputs: int) -> None:
+    def __init__(self, channels: int, outputs: int, torch_only: bool = False) -> None:
         super().__init__()
         # Batch (not instance) norm: at inference the volume is processed in slabs, which must not change the result.
-        self.refine = Convolution(3, channels, channels, kernel_size=3, norm="batch", act="relu")
+        self.refine = _convolution(torch_only, 3, channels, channels, 3)
         self.out = nn.Conv3d(channels, outputs, kernel_size=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -102,19 +125,27 @@ class VolumeSegmenter(nn.Module):
 class SmartNet(nn.Module):
     """SMART-Net: a 2D multi-task network plus volume-level operators, configured by a model card.
 
-    ``finding_classifier`` (not a submodule: its weights are the model folder's ``findings.pt``) names each
-    finding of the label map from anatomy, when the card has one (:mod:`.finding_classifier`).
+    ``torch_only``: build the MONAI parts from :mod:`.layers` (same weights, same outputs; basic-block ResNet
+    encoders only, others keep MONAI's). ``finding_classifier`` (not a submodule: its weights are the model
+    folder's ``findings.pt``) names each finding of the label map from anatomy, when the card has one
+    (:mod:`.finding_classifier`).
     """
 
     finding_classifier: FindingClassifier | None = None
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard, torch_only: bool = False) -> None:
         super().__init__()
         arch, n_seg = card.architecture, len(card.classes)
         in_channels = card.preprocessing.in_channels
-        self.unet = FlexibleUNet(in_channels, n_seg, backbone=arch.encoder, pretrained=False,
-                                 decoder_channels=arch.decoder_channels, spatial_dims=2,
-                                 upsample="nontrainable", interp_mode="bilinear")
+        torch_only = torch_only and layers.supports(arch.encoder)
+        if torch_only:
+            self.unet = layers.FlexibleUNet(in_channels, n_seg, arch.encoder, arch.decoder_channels)
+        else:
+            from monai.networks.nets import FlexibleUNet
+
+            self.unet = FlexibleUNet(in_channels, n_seg, backbone=arch.encoder, pretrained=False,
+                                     decoder_channels=arch.decoder_channels, spatial_dims=2,
+                                     upsample="nontrainable", interp_mode="bilinear")
         deep = _deepest_channels(arch.encoder)
         n_out = len(card.output_names)
         self.feature_size = 2 * deep
@@ -123,10 +154,10 @@ class SmartNet(nn.Module):
         self.operator_size = {"encoder": self.feature_size, "segmentation": 2 * n_seg, "segmentation-3d": 2 * n_seg,
                               "both": self.feature_size + 2 * n_seg}[arch.operator_inputs]
         self.classify = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.feature_size, n_out))
-        self.reconstruct = ReconstructionDecoder(deep, in_channels)
+        self.reconstruct = ReconstructionDecoder(deep, in_channels, torch_only=torch_only)
         self.volume_classifier = VolumeClassifier(self.operator_size, n_out, arch.volume_operator, arch.operator_hidden,
                                                   arch.operator_layers, arch.dropout)
-        self.volume_segmenter = VolumeSegmenter(arch.decoder_channels[-1], n_seg)
+        self.volume_segmenter = VolumeSegmenter(arch.decoder_channels[-1], n_seg, torch_only=torch_only)
 
     @staticmethod
     def pool(deep: torch.Tensor) -> torch.Tensor:
@@ -278,6 +309,10 @@ def evidence_of_probabilities(probs: torch.Tensor) -> torch.Tensor:
 
 def _deepest_channels(backbone: str) -> int:
     """Channels of the deepest feature map of a FlexibleUNet backbone (from MONAI's registry)."""
+    if layers.supports(backbone):
+        return layers.RESNET_CHANNELS[-1]
+    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+
     return int(FLEXUNET_BACKBONE.register_dict[backbone]["feature_channel"][-1])
 
 

@@ -84,12 +84,15 @@ def resolve_model(name_or_dir: str | None) -> Path:
     raise SmartNetError(f"unknown model (known models: {known}; or pass a model folder)", name_or_dir)
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SmartNet, ModelCard]:
+def load_model(folder: str | Path, device: str | torch.device = "cpu",
+               torch_only: bool = True) -> tuple[SmartNet, ModelCard]:
     """Build the network from the card and load its weights safely (``weights_only=True``).
 
     Args:
         folder: a model folder (``model.json``, ``model.pt``, and ``findings.pt`` when the card has findings).
         device: where the network goes.
+        torch_only: build the network without MONAI (:mod:`.layers`: the same weights and outputs, and no
+            MONAI import at analysis); ``False`` builds MONAI's blocks, as training does.
 
     Returns:
         The network in eval mode (with its finding classifier when the card has one) and its card.
@@ -118,7 +121,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise SmartNetError(f"cannot load weights: {str(err).splitlines()[0][:150]}", weights) from None
     if not isinstance(state, dict):
         raise SmartNetError("weights file is not a state_dict", weights)
-    model = SmartNet(card)
+    model = SmartNet(card, torch_only=torch_only)
     _check_state(model, state, folder)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     if card.findings:
