@@ -308,7 +308,8 @@ def evidence_of_probabilities(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _deepest_channels(backbone: str) -> int:
-    """Channels of the deepest feature map of a FlexibleUNet backbone (from MONAI's registry)."""
+    """Channels of the deepest feature map of a FlexibleUNet backbone (:mod:`.layers` for the basic-block
+    ResNets, else MONAI's registry)."""
     if layers.supports(backbone):
         return layers.RESNET_CHANNELS[-1]
     from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
