@@ -102,3 +102,19 @@ def test_head_width_separates_head_from_chest():
     chest, _ = head_phantom(size=(96, 96, 6), spacing=(4.0, 4.0, 5.0))  # about 360 mm wide
     assert 150 < head_width_mm(to_canonical(head)) < 200
     assert head_width_mm(to_canonical(chest)) > 300
+
+
+@pytest.mark.parametrize("shape,spacing", [((9, 40, 33), (5.0, 0.45, 0.6)), ((50, 37), (0.7, 1.3))])
+def test_distance_to_equals_scipys_edt(shape, spacing):
+    """SimpleITK's Maurer transform gives scipy's exact Euclidean distances on anisotropic 2D and 3D grids."""
+    from scipy import ndimage
+
+    from SMARTNetLib.io.volume import distance_to
+
+    rng = np.random.default_rng(7)
+    for fraction in (0.002, 0.05, 0.6):
+        foreground = rng.random(shape) < fraction
+        expected = ndimage.distance_transform_edt(~foreground, sampling=spacing)
+        assert np.allclose(distance_to(foreground, spacing), expected, atol=1e-4)
+    nothing = np.zeros(shape, bool)
+    assert np.array_equal(distance_to(nothing, spacing), ndimage.distance_transform_edt(~nothing, sampling=spacing))

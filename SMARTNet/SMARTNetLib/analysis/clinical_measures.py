@@ -16,8 +16,14 @@ and are never guessed. Midline shift (:mod:`.midline`) is measured when hemorrha
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
 import numpy as np
 import SimpleITK as sitk
+
+if TYPE_CHECKING:
+    from SMARTNetLib.analysis.midline import HeadAnatomy
 
 MIN_COMPONENT_ML = 0.1  # smaller specks are not findings
 ICH_SCORE_VOLUME_ML = 30.0
@@ -108,7 +114,7 @@ def ich_score_imaging(findings: dict[str, dict], locations: list[dict] | None = 
 
 
 def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_values: dict[str, int],
-                      ct: sitk.Image | None = None) -> dict:
+                      ct: sitk.Image | None = None, anatomy_of_ct: Future[HeadAnatomy] | None = None) -> dict:
     """The clinical numbers of ``report.json`` (``clinical``).
 
     Args:
@@ -116,6 +122,7 @@ def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_value
         findings: the report's per-class findings (volumes in mL).
         label_values: class name -> label value.
         ct: the CT; without it the midline shift and the locations are not measured.
+        anatomy_of_ct: ``find_head_anatomy(ct)`` already started (:attr:`Analysis.anatomy`), else it is run here.
 
     Returns:
         ``abc2_intraparenchymal`` (ABC/2 per intraparenchymal finding), ``location_intraparenchymal``,
@@ -132,7 +139,7 @@ def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_value
         midline = {"measurable": False, "reason": "not assessed: no CT given"}
     elif segmented:
         try:
-            anatomy = find_head_anatomy(ct)
+            anatomy = anatomy_of_ct.result() if anatomy_of_ct is not None else find_head_anatomy(ct)
             midline = anatomy.midline_shift()
         except (ValueError, RuntimeError) as exc:
             midline = {"measurable": False, "reason": f"the skull's symmetry plane was not found ({exc})"}

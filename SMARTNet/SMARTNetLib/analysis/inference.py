@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from SMARTNetLib.analysis.midline import HeadAnatomy, find_head_anatomy
 from SMARTNetLib.analysis.preprocessing import (
     SliceGrid,
     pool_slabs,
@@ -55,6 +57,7 @@ class Analysis:
     timing: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     familiarity: float | None = None  # reconstruction error of the input (higher = less like the training data)
+    anatomy: Future[HeadAnatomy] | None = None  # the head's frame, found on a thread when something was segmented
 
     @property
     def ich_probability(self) -> float:
@@ -71,6 +74,8 @@ class Analyzer:
     def __init__(self, model: SmartNet, card: ModelCard, device: torch.device, batch_size: int = 8) -> None:
         self.model, self.card, self.device, self.batch_size = model.eval(), card, device, batch_size
         self.classes = classes_for(card.classes)
+        # the head's frame (the midline's registration) runs here while the findings are named and explained
+        self._anatomy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartnet-anatomy")
 
     def analyze(self, image: sitk.Image, explain: str = "gradcam", explain_classes: bool = False,
                 progress: Progress | None = None) -> Analysis:
@@ -119,6 +124,7 @@ class Analyzer:
         labels_canonical, confidence = self._labels(refined, grid, weights,
                                                     lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
+        anatomy = self._anatomy.submit(find_head_anatomy, image) if labels_canonical.any() else None
         if self.model.finding_classifier is not None:
             values = np.array([c.label_value for c in self.classes])
             labels_canonical = self.model.finding_classifier.relabel(
@@ -148,7 +154,7 @@ class Analyzer:
         timing["postprocess"] = _lap(clock, timing)
         report(1.0, "done")
         return Analysis(probabilities, [round(float(p), 4) for p in slice_probs], order, labels, activations,
-                        findings, timing, warnings, round(familiarity, 4))
+                        findings, timing, warnings, round(familiarity, 4), anatomy)
 
     def encode(self, image: sitk.Image) -> dict[str, torch.Tensor]:
         """Per-slice outputs of the 2D network (canonical inferior-to-superior order) plus ``volume``, the

@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from SMARTNetLib.analysis.comparison import register_rigid
+from SMARTNetLib.io.volume import distance_to
 
 BONE_HU = (200.0, 1500.0)  # the window the symmetry registration looks at: skull only
 SYMMETRY_SPACING_MM = 6.0  # 4 mm: slower, same shift errors (benchmarks/midline_location.py); the falx attachments
@@ -144,7 +145,7 @@ class FrameImage:
         for k in range(frame.shape[0]):
             if bone[k].sum() > 100:
                 depth[k] = np.where(_enclosed(bone[k]),
-                                    ndimage.distance_transform_edt(~bone[k], sampling=(ALONG_MM, ACROSS_MM)), 0)
+                                    distance_to(bone[k], (ALONG_MM, ACROSS_MM)), 0)
         smooth = ndimage.gaussian_filter(frame, sigma=(0.5, 2.5 / ALONG_MM, 0.5 / ACROSS_MM))
         return cls(smooth, depth, _csf_threshold(frame, depth > MIN_DEPTH_MM))
 

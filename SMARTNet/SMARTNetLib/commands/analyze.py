@@ -180,7 +180,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
     clock = time.perf_counter()
     progress(0.86, "clinical measures")
     clinical = clinical_measures(analysis.labels, analysis.findings,
-                                 {c.name: c.label_value for c in analyzer.classes}, image)
+                                 {c.name: c.label_value for c in analyzer.classes}, image, analysis.anatomy)
     timing["clinical"] = round(time.perf_counter() - clock, 3)
 
     clock = time.perf_counter()

@@ -250,3 +250,19 @@ def ijk_to_lps(image) -> np.ndarray:
 def voxel_volume_ml(image: sitk.Image) -> float:
     """Volume of one voxel in millilitres."""
     return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def distance_to(foreground: np.ndarray, spacing) -> np.ndarray:
+    """Euclidean distance (mm) of every voxel of a 2D or 3D array to the nearest ``foreground`` voxel, 0 on it,
+    with ``spacing`` in the array's axis order: scipy's ``distance_transform_edt(~foreground, sampling=spacing)``,
+    computed by SimpleITK's Maurer transform, exact too and 4 times faster on 2 cores (0.1 against 0.4-0.5 s
+    on a 100 mL finding's box); scipy's when there is no foreground, whose answer SimpleITK does not give."""
+    if not foreground.any():
+        from scipy import ndimage
+
+        return ndimage.distance_transform_edt(~foreground, sampling=spacing)
+    image = sitk.GetImageFromArray(foreground.astype(np.uint8))
+    image.SetSpacing([float(v) for v in np.asarray(spacing)[::-1]])
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True, backgroundValue=0)
+    return np.maximum(sitk.GetArrayViewFromImage(distance), 0)

@@ -21,6 +21,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from SMARTNetLib.io.volume import distance_to
+
 FINDINGS_FILE = "findings.pt"
 BONE_HU = 250.0
 MARGIN_MM = 12.0
@@ -99,12 +101,11 @@ def _features(mask: np.ndarray, hu: np.ndarray, votes: np.ndarray, confidence: n
     # values as on the whole crop, at a fraction of the cost (the crop's 12 mm margin is for the bone distance).
     near = _around(mask, np.ceil(SHELL_MM / spacing).astype(int) + 1)
     near_mask = mask[near]
-    depth_inside = ndimage.distance_transform_edt(near_mask, sampling=spacing)[near_mask]
+    depth_inside = distance_to(~near_mask, spacing)[near_mask]
     bone = hu > BONE_HU
-    to_bone = (ndimage.distance_transform_edt(~bone, sampling=spacing)[mask] if bone.any()
-               else np.full(n, MARGIN_MM, np.float32))
+    to_bone = distance_to(bone, spacing)[mask] if bone.any() else np.full(n, MARGIN_MM, np.float32)
     to_bone = np.minimum(to_bone, MARGIN_MM)
-    shell = (ndimage.distance_transform_edt(~near_mask, sampling=spacing) <= SHELL_MM) & ~near_mask
+    shell = (distance_to(near_mask, spacing) <= SHELL_MM) & ~near_mask
     around = hu[near][shell] if shell.any() else inside
     soft = around[(around > -100) & (around < 100)]
     points = np.argwhere(mask) * spacing + offset_mm  # (z, y, x) mm
