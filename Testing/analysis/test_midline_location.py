@@ -82,3 +82,33 @@ def test_no_skull_is_not_measurable_with_a_reason():
     water.SetSpacing((3.0, 3.0, 5.0))
     shift = measure_midline_shift(water)
     assert shift["measurable"] is False and "skull" in shift["reason"]
+
+
+def test_anatomy_found_on_a_thread_gives_the_same_clinical_measures():
+    """``Analyzer.analyze(find_anatomy=True)`` starts the head's frame on a thread; the clinical measures from it
+    equal those computed in line, and nothing is started unless asked or when nothing is segmented."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from SMARTNetLib.analysis.clinical_measures import clinical_measures
+
+    ct, label, _ = make_case(5003, size="full", subtypes=["intraparenchymal"], host="procedural")
+    findings = {"intraparenchymal": {"volume_ml": 10.0}, "intraventricular": {"volume_ml": 0.0}}
+    values = {"intraparenchymal": IPH, "intraventricular": IVH}
+    with ThreadPoolExecutor(1) as pool:
+        threaded = clinical_measures(label, findings, values, ct, pool.submit(find_head_anatomy, ct))
+    inline = clinical_measures(label, findings, values, ct)
+    assert threaded == inline and threaded["midline_shift"]["measurable"], threaded
+
+    import torch
+
+    from SMARTNetLib.analysis.inference import Analyzer
+    from SMARTNetLib.model.store import load_model, resolve_model
+
+    analyzer = Analyzer(*load_model(resolve_model("smartnet-default")), torch.device("cpu"))
+    found = analyzer.analyze(ct, explain="none", find_anatomy=True)
+    assert sitk.GetArrayViewFromImage(found.labels).any()
+    assert found.anatomy.result().midline_shift() == inline["midline_shift"]
+    assert analyzer.analyze(ct, explain="none").anatomy is None
+    air = sitk.Image(ct.GetSize(), sitk.sitkInt16) - 1000
+    air.CopyInformation(ct)
+    assert analyzer.analyze(air, explain="none", find_anatomy=True).anatomy is None

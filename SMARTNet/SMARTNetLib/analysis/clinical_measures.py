@@ -33,12 +33,7 @@ def _diameters(points_mm: np.ndarray) -> tuple[float, float]:
     """(A, B): the largest distance between two points, and the extent perpendicular to that direction."""
     if len(points_mm) < 2:
         return 0.0, 0.0
-    from scipy.spatial import ConvexHull, QhullError
-
-    try:
-        hull = points_mm[ConvexHull(points_mm).vertices]
-    except (QhullError, ValueError):  # collinear points
-        hull = points_mm
+    hull = _row_extremes(points_mm)
     differences = hull[:, None, :] - hull[None, :, :]
     distances = np.linalg.norm(differences, axis=-1)
     first, second = np.unravel_index(int(np.argmax(distances)), distances.shape)
@@ -49,6 +44,18 @@ def _diameters(points_mm: np.ndarray) -> tuple[float, float]:
     perpendicular = np.array([-direction[1], direction[0]])
     projection = hull @ perpendicular
     return a, float(projection.max() - projection.min())
+
+
+def _row_extremes(points: np.ndarray) -> np.ndarray:
+    """The leftmost and rightmost of the points in each row (same second coordinate): every vertex of their
+    convex hull is among them, so distances and extents over these equal those over the hull, without
+    importing scipy.spatial (0.16 s) for a Qhull call."""
+    rows, row = np.unique(points[:, 1], return_inverse=True)
+    lo = np.full(len(rows), np.inf)
+    hi = np.full(len(rows), -np.inf)
+    np.minimum.at(lo, row, points[:, 0])
+    np.maximum.at(hi, row, points[:, 0])
+    return np.concatenate([np.stack([lo, rows], axis=1), np.stack([hi, rows], axis=1)])
 
 
 def abc2(mask: sitk.Image) -> list[dict]:

@@ -31,6 +31,7 @@ HEAD_WIDTH_LIMIT_MM = 260.0
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")
 ACTIVATION_FLOOR = 1 / 1024  # activation below this (of a map in [0, 1]) is written as 0
 Progress = Callable[[float, str], None]
+_ANATOMY = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartnet-anatomy")  # one for the process
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -74,11 +75,9 @@ class Analyzer:
     def __init__(self, model: SmartNet, card: ModelCard, device: torch.device, batch_size: int = 8) -> None:
         self.model, self.card, self.device, self.batch_size = model.eval(), card, device, batch_size
         self.classes = classes_for(card.classes)
-        # the head's frame (the midline's registration) runs here while the findings are named and explained
-        self._anatomy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartnet-anatomy")
 
     def analyze(self, image: sitk.Image, explain: str = "gradcam", explain_classes: bool = False,
-                progress: Progress | None = None) -> Analysis:
+                progress: Progress | None = None, find_anatomy: bool = False) -> Analysis:
         """Analyze one CT volume.
 
         Args:
@@ -86,6 +85,8 @@ class Analyzer:
             explain: the activation map's method, one of :data:`EXPLAIN_METHODS` ("none": no map).
             explain_classes: also a map per subtype (else only for the first output, "any").
             progress: called with (fraction, message) as the stages go.
+            find_anatomy: when something is segmented, start :func:`find_head_anatomy` on a thread meanwhile
+                (:attr:`Analysis.anatomy`, for :func:`clinical_measures`).
 
         Returns:
             The :class:`Analysis`: probabilities, slice probabilities, the label map and activation maps on the
@@ -124,7 +125,9 @@ class Analyzer:
         labels_canonical, confidence = self._labels(refined, grid, weights,
                                                     lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
-        anatomy = self._anatomy.submit(find_head_anatomy, image) if labels_canonical.any() else None
+        # the head's frame (the midline's registration, 1.3 s) is found on a thread while the findings are named,
+        # explained and written; only when something was segmented, as the midline shift is only measured then
+        anatomy = _ANATOMY.submit(find_head_anatomy, image) if find_anatomy and labels_canonical.any() else None
         if self.model.finding_classifier is not None:
             values = np.array([c.label_value for c in self.classes])
             labels_canonical = self.model.finding_classifier.relabel(

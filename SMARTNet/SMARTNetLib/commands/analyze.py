@@ -171,7 +171,7 @@ def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namesp
     from SMARTNetLib.io import outputs
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
-                                progress=lambda f, m: progress(0.05 + 0.8 * f, m))
+                                progress=lambda f, m: progress(0.05 + 0.8 * f, m), find_anatomy=True)
     if dicom is not None:
         analysis.warnings[:0] = dicom.warnings  # series choice, tilt and gaps first
     for warning in analysis.warnings:
