@@ -27,12 +27,25 @@ def supports(encoder: str) -> bool:
     return encoder in RESNET_LAYERS
 
 
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs oneDNN's kernel on the CPU whatever the input's size. PyTorch's heuristic sends the
+    3D operator's convolution (batch 1, 8 channels, 17 x 128 x 128) to its im2col fallback, 0.12 s against
+    oneDNN's 0.018 s on 2 cores for the same result (to 1e-5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros"
+                and torch.backends.mkldnn.is_available() and not isinstance(self.padding, str)):
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, list(self.padding),
+                                                     list(self.stride), list(self.dilation), self.groups)
+        return super().forward(x)
+
+
 class Convolution(nn.Sequential):
     """MONAI's ``Convolution`` with batch norm and ReLU (or ``conv_only``): ``conv`` then ``adn`` (N, A)."""
 
     def __init__(self, dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True,
                  conv_only: bool = False, eps: float = 1e-5) -> None:
-        conv = (nn.Conv2d, nn.Conv3d)[dims - 2]
+        conv = (nn.Conv2d, Conv3d)[dims - 2]
         parts = OrderedDict(conv=conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias))
         if not conv_only:
             norm = (nn.BatchNorm2d, nn.BatchNorm3d)[dims - 2]

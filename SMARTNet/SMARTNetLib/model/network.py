@@ -113,7 +113,7 @@ class VolumeSegmenter(nn.Module):
         super().__init__()
         # Batch (not instance) norm: at inference the volume is processed in slabs, which must not change the result.
         self.refine = _convolution(torch_only, 3, channels, channels, 3)
-        self.out = nn.Conv3d(channels, outputs, kernel_size=1)
+        self.out = (layers.Conv3d if torch_only else nn.Conv3d)(channels, outputs, kernel_size=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
