@@ -23,9 +23,9 @@ from SMARTNetLib.contracts.events import EventSink, JsonLinesSink, TerminalSink
 # ``smartnet models`` does not pay for importing torch.
 COMMANDS = ("analyze", "compare", "models", "demo", "synth", "train", "pretrain", "register", "embed", "serve", "view")
 # An analysis names its findings and explains them while the head's frame is registered on a second thread. With
-# OpenMP's default spin-waiting, torch's threads then wait on a core that SimpleITK holds: Grad-CAM's backward pass
-# took 0.6 s instead of 0.02 s on 2 cores. Passive waiting costs the network nothing measurable. Read by OpenMP
-# when torch loads, so set before that; a value the user set wins.
+# OpenMP's default spin-waiting, torch's threads then wait on a core that SimpleITK holds (Grad-CAM's backward pass
+# was many times slower on 2 cores); passive waiting did not slow the network. Read by OpenMP when torch loads, so
+# set before that; a value the user set wins.
 PASSIVE_WAIT_COMMANDS = ("analyze", "demo", "serve", "compare")
 
 

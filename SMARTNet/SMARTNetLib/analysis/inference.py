@@ -125,8 +125,9 @@ class Analyzer:
         labels_canonical, confidence = self._labels(refined, grid, weights,
                                                     lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
-        # the head's frame (the midline's registration, 1.3 s) is found on a thread while the findings are named,
-        # explained and written; only when something was segmented, as the midline shift is only measured then
+        # the head's frame (1.2 s on benchmarks/profile_analysis.py's head) is found on a thread while the findings
+        # are named, explained and written; only when something was segmented, as the midline shift is only
+        # measured then
         anatomy = _ANATOMY.submit(find_head_anatomy, image) if find_anatomy and labels_canonical.any() else None
         if self.model.finding_classifier is not None:
             values = np.array([c.label_value for c in self.classes])

@@ -22,7 +22,8 @@ from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.contracts.files import REPORT_FILE, write_text_atomic
 from SMARTNetLib.io.volume import ijk_to_lps
 
-# gzip level of .seg.nrrd: zlib's default; on a 512x512x32 label map 0.05 s and 35 kB against level 9's 0.14 s, 29 kB
+# gzip level of .seg.nrrd: zlib's default, about 3 times faster than level 9 on a mostly empty label map for
+# a few kB more
 SEGMENTATION_COMPRESSION = 6
 
 

@@ -29,8 +29,8 @@ def supports(encoder: str) -> bool:
 
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that runs oneDNN's kernel on the CPU whatever the input's size. PyTorch's heuristic sends the
-    3D operator's convolution (batch 1, 8 channels, 17 x 128 x 128) to its im2col fallback, 0.12 s against
-    oneDNN's 0.018 s on 2 cores for the same result (to 1e-5)."""
+    3D operator's convolution (batch 1, 8 channels) to its much slower im2col fallback (``slow_conv3d``); with
+    oneDNN the 3D stage of ``benchmarks/analyze.py`` fell from 0.41 to 0.22 s, for the same outputs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros"
