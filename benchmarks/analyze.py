@@ -5,7 +5,7 @@ per-stage times from report.json and the child's peak RSS to ``benchmarks/result
 Targets on 2 CPU cores: <= 10 s for the whole call, peak RSS <= 3 GB. ``warm``: the same analysis as requests
 to one ``smartnet serve --stdio`` engine (the model preloaded), ``--warm-requests`` of them, median per request
 from writing the request to its ``done`` event; ``warm_real_head``: the same on the real InVesalius head (no bleed,
-so no clinical stage), when installed. ``engine_targets``: issue 17's targets (cold 3 s, warm 1 s, 40 volumes
+so no midline stage), when installed. ``engine_targets``: issue 17's targets (cold 3 s, warm 1 s, 40 volumes
 per minute, 1.5 GB) against what was measured.
 
     python benchmarks/analyze.py [--model NAME|DIR] [--repeats 3] [--output benchmarks/results/analyze.json]
@@ -131,8 +131,9 @@ def batch(ct: Path, model: str, tmp: Path, n: int, processes: int = 1) -> dict:
     inputs = []
     for i in range(n):
         copy = tmp / "batch-in" / f"head-{i}.nii.gz"
-        copy.parent.mkdir(exist_ok=True)
-        copy.write_bytes(ct.read_bytes())
+        if not copy.exists():  # a second batch run reuses the copies
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(ct.read_bytes())
         inputs.append(str(copy))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 \
         else [sys.executable]
@@ -173,8 +174,10 @@ def main() -> None:
             runs[explain] = [run_once(ct, model, tmp / f"out-{explain}-{i}", explain) for i in range(args.repeats)]
         warm = warm_requests(ct, model, tmp, args.warm_requests)
         real = real_head_file(tmp)
-        (tmp / "real").mkdir()
-        warm_real = warm_requests(real, model, tmp / "real", args.warm_requests) if real is not None else None
+        warm_real = None
+        if real is not None:
+            (tmp / "real").mkdir()
+            warm_real = warm_requests(real, model, tmp / "real", args.warm_requests)
         batched = batch(ct, model, tmp, args.batch)
         two = batch(ct, model, tmp, args.batch, processes=2)
     best = {k: min(v, key=lambda r: r["wall_s"]) for k, v in runs.items()}
@@ -186,7 +189,7 @@ def main() -> None:
         "peak_rss_mb": max(r["peak_rss_mb"] for v in runs.values() for r in v),
         "explain_cost_s": round(best["gradcam"]["wall_s"] - best["none"]["wall_s"], 3),
         "warm": warm,
-        "warm_real_head": warm_real,  # the real normal head: a realistic size, and a negative (no clinical stage)
+        "warm_real_head": warm_real,  # the real normal head: a realistic size, and a negative (no midline stage)
         "batch": batched,
         "batch_two_processes": two,
         "runs": runs,
@@ -201,7 +204,7 @@ def main() -> None:
         "batch_volumes_per_minute": {"target": 40.0, "measured": max(batched["volumes_per_minute"],
                                                                      two["volumes_per_minute"])},
         "peak_rss_mb": {"target": 1536, "measured": max(result["peak_rss_mb"], warm["peak_rss_mb"],
-                                                        batched["peak_rss_mb"])}}
+                                                        batched["peak_rss_mb"], two["peak_rss_mb"])}}
     for name, item in result["engine_targets"].items():
         item["met"] = (item["measured"] >= item["target"] if name.startswith("batch")
                        else item["measured"] <= item["target"])
