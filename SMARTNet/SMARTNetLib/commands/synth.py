@@ -17,8 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data set seed; case i is reproducible alone")
     parser.add_argument("--size", choices=("small", "full"), default="small",
                         help="small: ~96-128 px, <= 24 slices (fast); full: clinical grids (0.4-1 mm, 20-150 slices)")
-    parser.add_argument("--host", choices=("procedural", "real", "mixed"), default="procedural",
-                        help="procedural heads, the real InVesalius head (Debian invesalius-examples), or both")
+    parser.add_argument("--host", choices=("procedural", "real", "mixed", "labelmap", "diverse"),
+                        default="procedural",
+                        help="procedural heads, the real InVesalius head (Debian invesalius-examples), both "
+                             "(mixed), heads of the label-map-first generator (labelmap), or all three (diverse)")
     parser.add_argument("--validation-fraction", type=float, default=0.2, help="share of cases in 'validation'")
     parser.add_argument("--style", choices=("plain", "randomised"), default="plain",
                         help="plain: as releases up to 1.3.0; randomised: plus hard-negative mimics (dense falx, "
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace, sink: EventSink) -> dict:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise SmartNetError("not a folder", out)
-    if args.host in ("real", "mixed") and load_real_head() is None:
+    if args.host in ("real", "mixed", "diverse") and load_real_head() is None:
         sink.warning("the real head (Debian package invesalius-examples) is not installed: using procedural heads")
     sink.progress("synthesize", 0.0, f"0/{args.n}")
 

@@ -17,7 +17,8 @@ from SMARTNetLib.synthetic.randomisation import plan_mimics, randomise_scanner
 from SMARTNetLib.synthetic.scanner import random_geometry, render_procedural
 
 NEGATIVE_FRACTION = 0.4
-HOSTS = ("procedural", "real", "mixed")
+HOSTS = ("procedural", "real", "mixed", "labelmap", "diverse")
+DIVERSE_SHARES = {"real": 0.25, "procedural": 0.35, "labelmap": 0.4}  # host="diverse": heads per source
 STYLES = ("plain", "randomised")
 
 
@@ -45,7 +46,9 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
 
     ``subtypes``: None = random (about 40% negatives), ``[]`` = a negative (confounders only), or a list
     of subtype names (repeats = several bleeds of that subtype). ``host``: ``procedural``, ``real``
-    (the InVesalius head; falls back to procedural when absent) or ``mixed`` (random per seed).
+    (the InVesalius head; falls back to procedural when absent), ``mixed`` (those two, random per seed),
+    ``labelmap`` (:mod:`.labelmap_heads`, a generator written apart from this one, label map first; its own
+    scanner model, so ``style`` does not apply) or ``diverse`` (the three, :data:`DIVERSE_SHARES`).
     ``style``: ``plain`` (releases up to 1.3.0) or ``randomised`` (:mod:`.randomisation`: the same anatomy and
     bleeds for the same seed, plus hard-negative mimics, scanner variety and, in the real head, warps).
     Returns the CT (int16 HU), its label map (uint8, label values of ``SMARTNetLib.contracts.classes``, same
@@ -64,6 +67,14 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
     extra = np.random.default_rng(np.random.SeedSequence([int(seed), 31337])) if style == "randomised" else None
     if host == "mixed":
         host = "real" if rng.random() < 0.3 else "procedural"
+    elif host == "diverse":
+        host = str(rng.choice(list(DIVERSE_SHARES), p=list(DIVERSE_SHARES.values())))
+    if host == "labelmap":
+        from SMARTNetLib.synthetic.labelmap_heads import make_labelmap_case
+
+        wanted = _choose_subtypes(rng, subtypes)
+        ct, label, info = make_labelmap_case(int(seed), size=size, subtypes=wanted)
+        return _finish(ct, label, info, wanted)
     wanted = _choose_subtypes(rng, subtypes)
     if host == "real":
         from SMARTNetLib.synthetic.real_head import make_real_case
@@ -147,7 +158,7 @@ def write_dataset(output_dir: str | Path, n: int, seed: int = 0, size: str = "sm
     return {"output_dir": str(out), "datalist": str(out / "datalist.json"), "cases": n,
             "training": len(datalist["training"]), "validation": len(datalist["validation"]),
             "negatives": sum(not e["subtypes"] for e in entries), "subtype_counts": counts,
-            "hosts": {h: sum(e["host"] == h for e in entries) for h in ("procedural", "real")}}
+            "hosts": {h: sum(e["host"] == h for e in entries) for h in ("procedural", "real", "labelmap")}}
 
 
 def _write_case(job: tuple) -> dict:
