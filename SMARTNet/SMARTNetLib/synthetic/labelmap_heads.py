@@ -604,7 +604,7 @@ def _plan(rng: np.random.Generator, name: str, head: _Head, wanted: list[str]) -
             b.centre = head.pt(side * cx if side else 0, cy, cz) + rng.normal(0, 2.5, 3) * [1, 1, 0.7]
         b.params = {"u": _unit(np.array([side * u(0.4, 0.9), u(-0.7, 0.8), u(0.1, 0.8)])), "depth": u(10, 22),
                     "axes": rng.uniform(0.75, 1.3, 3), "rot": rng.standard_normal((3, 3)),
-                    "waves": _waves(rng, 5, u(1.5, 3.5)), "irreg": u(0.04, 0.22), "oedema": u(0.15, 0.5),
+                    "waves": _waves(rng, 5, u(1.5, 3.5)), "irreg": u(0.04, 0.22), "oedema": u(0.25, 0.7),
                     "oedema_hu": u(10, 24)}
         if rng.random() < 0.12 and b.volume > 8:
             b.features.append("hyperacute swirl")
@@ -800,7 +800,7 @@ def _iph(head: _Head, F: _Fields, b: _Bleed, rng: np.random.Generator) -> list[_
         b.centre = p - b.params["u"] * (head.w_sas + b.params["depth"] + 0.6 * r)
     c = b.centre
     r = (3 * b.volume * 1000 / (4 * math.pi)) ** (1 / 3)
-    w_oed = b.params["oedema"] * r * min(1.0, max(0.2, b.volume / 6)) + 1.0  # little oedema around tiny bleeds
+    w_oed = b.params["oedema"] * r * min(1.0, max(0.2, b.volume / 6)) + 1.5  # little oedema around tiny bleeds
     ext = 2.0 * r + w_oed + 6
     sl = grid.box(c - ext, c + ext)
     x, y, z = grid.xyz(sl)
