@@ -1,14 +1,16 @@
 """Label-map-first synthetic head CTs with intracranial haemorrhage (a third generator, written apart from the others).
 
 In the spirit of SynthSeg (Billot et al., "SynthSeg: Segmentation of brain MRI scans of any contrast and resolution
-without retraining", Medical Image Analysis 2023): every case first builds a random anatomical *label map* of tissue
-classes (scalp, skull tables and diploe, skull base, orbits, sinuses, grey and white matter with sulci, ventricles,
-cisterns, deep nuclei, cerebellum, brainstem...) on an isotropic canvas of about 1.5 mm cropped to the imaged head,
-then draws a random mean HU per tissue within a realistic range plus random within-tissue texture, paints thin
-structures (falx, tentorium, venous sinuses, calcifications) and bleeds as partial-volume fractions, and finally
-images the canvas with its own scanner model: a random head pose in an LPS grid, slab integration over thick
-slices, reconstruction kernel, correlated noise, cupping, beam-hardening streaks and occasional ring or motion
-artefacts, sometimes a headrest and couch. The label marks output voxels whose blood fraction is at least 0.5.
+without retraining", Medical Image Analysis 2023): each case first builds a random anatomical *label map* of 25
+tissue classes (scalp, skull tables and diploe, skull base, orbits, sinuses, grey and white matter with sulci,
+ventricles, cisterns, deep nuclei, cerebellum, brainstem...) on an isotropic head-frame canvas (1.3 mm, 1 mm for
+``full``) cropped to what the slices will see; then draws a random mean HU per tissue within a realistic range plus
+random within-tissue texture; paints thin structures (falx, tentorium, venous sinuses, calcifications) and the bleeds
+as partial-volume fractions; and finally images the canvas with its own scanner model (random head pose in an LPS
+grid, slab integration over thick slices, reconstruction kernel, correlated noise, cupping, beam-hardening streaks,
+occasional ring or motion artefacts, sometimes a headrest and couch). An output voxel is labelled where its blood
+fraction is at least 0.5, unless it is bone-contaminated (:data:`BONE_EXCLUSION`). Shapes are analytic (ellipsoids,
+tubes, random plane-wave functions of direction for the gyri), not taken from any atlas or from the other generators.
 
 Public entry point: :func:`make_labelmap_case`.
 """
@@ -605,7 +607,7 @@ def _plan(rng: np.random.Generator, name: str, head: _Head, wanted: list[str]) -
         b.params = {"u": _unit(np.array([side * u(0.4, 0.9), u(-0.7, 0.8), u(0.1, 0.8)])), "depth": u(10, 22),
                     "axes": rng.uniform(0.75, 1.3, 3), "rot": rng.standard_normal((3, 3)),
                     "waves": _waves(rng, 5, u(1.5, 3.5)), "irreg": u(0.04, 0.22), "oedema": u(0.25, 0.7),
-                    "oedema_hu": u(10, 24)}
+                    "oedema_hu": u(12, 24)}
         if rng.random() < 0.12 and b.volume > 8:
             b.features.append("hyperacute swirl")
     if name in ("epidural", "subdural", "intraparenchymal") and rng.random() < 0.1:
@@ -822,7 +824,8 @@ def _iph(head: _Head, F: _Fields, b: _Bleed, rng: np.random.Generator) -> list[_
         return []
     frac = (np.clip((_F32(level) - f) / _F32(h) + 0.5, 0, 1) * soft).astype(_F32)
     strength = _F32(0.95 * min(1.0, max(0.3, b.volume / 4)))
-    oed = (np.clip((_F32(level + w_oed) - f) / _F32(w_oed), 0, 1) ** 0.7 * strength * soft).astype(_F32)
+    w_loc = _F32(w_oed) * np.clip(1 + _F32(0.6) * F.tex2[sl], 0.3, 2.0)  # irregular, finger-like rim
+    oed = (np.clip((_F32(level) + w_loc - f) / (_F32(0.5) * w_loc), 0, 1) * strength * soft).astype(_F32)
     b.params["radius"] = level
     return [_Part(sl, frac, _blood_hu(b, grid, sl, frac, F, rng), oed, b.params["oedema_hu"])]
 
@@ -1378,6 +1381,7 @@ def make_labelmap_case(seed: int, size: str = "small",
 
 def _make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
                mimics: bool = True) -> tuple[sitk.Image, sitk.Image, dict]:
+    """:func:`make_labelmap_case`; ``mimics=False`` makes the same case without the hard-negative mimics (tests)."""
     if size not in ("small", "full"):
         raise ValueError(f"size must be 'small' or 'full', not {size!r}")
     s_head, s_bleed, s_scan, s_tex = np.random.SeedSequence([int(seed), _SALT]).spawn(4)
@@ -1432,7 +1436,8 @@ def _render(head: _Head, scan: _Scan, F0: _Fields, plans: list[_Bleed], rng_b: n
     for _b, plist in parts:
         for p in plist:
             if p.oedema is not None:
-                _paint(img, p.sl, p.oedema * np.isin(lab[p.sl], _PARENCHYMA), _F32(p.oedema_hu))
+                v = lab[p.sl]
+                _paint(img, p.sl, p.oedema * (np.isin(v, _PARENCHYMA) * (1 - _F32(0.4) * (v == GM))), _F32(p.oedema_hu))
     for b, plist in parts:
         b.params["drawn_ml"] = sum(float(p.frac.sum()) for p in plist) * grid.h**3 / 1000
         for p in plist:
