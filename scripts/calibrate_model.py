@@ -1,14 +1,15 @@
 """Calibrate a model folder on calibration volumes of the TRAINING generator: temperature scaling of the volume
 classifier and the input-familiarity threshold. Both are stored in the card (``calibration``, ``familiarity``).
 
-The calibration volumes are ``make_case(seed, size="full", style="randomised")`` from seeds that neither
+The calibration volumes are ``make_case(seed, size="full", style="randomised")`` (every third on the real head, the
+rest procedural; ``--host diverse``: the three-generator mix that later training data uses) from seeds that neither
 training (2024, 2026 data sets) nor the tests (900000+, 5000000+, 6000000+) use. The held-out generator is
 never looked at here: it measures the result.
 
 - Temperature T minimises the any-ICH negative log-likelihood (probabilities become sigmoid(logit / T)).
 - The familiarity threshold is the largest reconstruction error of the calibration volumes times ``--margin``.
 
-    python scripts/calibrate_model.py MODEL_DIR [--n 40] [--seed 700000] [--margin 1.15]
+    python scripts/calibrate_model.py MODEL_DIR [--n 40] [--seed 700000] [--margin 1.15] [--host diverse]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--seed", type=int, default=700000)
     parser.add_argument("--margin", type=float, default=1.15)
+    parser.add_argument("--host", choices=("diverse",), help="make_case's host for every volume (default: real "
+                        "and procedural, 1 in 3 real)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -51,8 +54,8 @@ def main() -> None:
     logits, truth, errors = [], [], []
     start = time.time()
     for i in range(args.n):
-        ct, label, info = make_case(args.seed + i, size="full", host="real" if i % 3 == 2 else "procedural",
-                                    style="randomised")
+        host = args.host or ("real" if i % 3 == 2 else "procedural")
+        ct, label, info = make_case(args.seed + i, size="full", host=host, style="randomised")
         a = analyzer.analyze(ct, explain="none")
         p = float(np.clip(a.ich_probability, 1e-6, 1 - 1e-6))
         logits.append(np.log(p / (1 - p)))
@@ -65,7 +68,9 @@ def main() -> None:
                           method="bounded")
     temperature = float(np.exp(fit.x))
     command = "python scripts/calibrate_model.py " + " ".join(sys.argv[1:])
-    data = {"generator": "SMARTNetLib.synthetic.make_case(style='randomised', size='full')",
+    generator = "SMARTNetLib.synthetic.make_case(style='randomised', size='full'" + (
+        f", host='{args.host}')" if args.host else ")")
+    data = {"generator": generator,
             "seeds": [args.seed, args.seed + args.n - 1], "positives": int(t.sum()), "negatives": int(len(t) - t.sum())}
     saved = ModelCard.load(args.model)
     saved.calibration = {"temperature": round(temperature, 4), "nll_before": round(nll(x, t, 1.0), 4),

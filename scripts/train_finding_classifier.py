@@ -1,6 +1,7 @@
 """Train a model folder's finding classifier (:mod:`SMARTNetLib.model.finding_classifier`) on the TRAINING generator.
 
-The model analyses ``make_case(seed, size="full", host="mixed", style="randomised")`` volumes from seeds that
+The model analyses ``make_case(seed, size="full", host=HOST, style="randomised")`` volumes (``--host``, default
+``mixed``: the generators release 2.1.0 was trained on; ``diverse`` adds the label-map-first heads) from seeds that
 neither its training (data sets 2024 and 2026), its calibration (700000+) nor the tests (900000+, 5000000+,
 6000000+) use. Each connected finding of its label map is measured and given the truth it overlaps: a subtype
 (the most common true label inside it) or background (a false positive). The last ``--val-fraction`` of the
@@ -9,7 +10,7 @@ subtype accuracy of all trials) and then ``drop_probability`` (the background pr
 is removed: the value, of those tried, with the least false-positive plus missed volume in mL), and gives the
 figures stored in the card. The held-out generator is never looked at here.
 
-    python scripts/train_finding_classifier.py MODEL_DIR [--n 300] [--seed 810000] [--cache DIR]
+    python scripts/train_finding_classifier.py MODEL_DIR [--n 300] [--seed 810000] [--host mixed] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=810000)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--host", default="mixed", choices=("mixed", "diverse"),
+                        help="the training generators' hosts (make_case's host)")
     parser.add_argument("--cache", type=Path, help="folder keeping the generated volumes between runs")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -155,12 +158,13 @@ def main() -> None:
     split = int(round(args.n * (1 - args.val_fraction)))
     for i in range(args.n):
         seed = args.seed + i
-        store = args.cache / f"fc-{seed}-{card.name}-{card.version}.npz" if args.cache else None
+        key = f"fc-{seed}" if args.host == "mixed" else f"fc-{args.host}-{seed}"
+        store = args.cache / f"{key}-{card.name}-{card.version}.npz" if args.cache else None
         if store is not None and store.is_file():
             ct = label = None
         else:
-            ct, label, _ = cached(args.cache, f"fc-{seed}",
-                                  lambda s=seed: make_case(s, size="full", host="mixed", style="randomised"))
+            ct, label, _ = cached(args.cache, key,
+                                  lambda s=seed: make_case(s, size="full", host=args.host, style="randomised"))
         case = case_findings(analyzer, ct, label, store)
         if i < split:  # training cases: the features are enough (the volumes would fill the memory)
             case = {k: case[k] for k in ("features", "target", "ml")}
@@ -191,7 +195,7 @@ def main() -> None:
         "(finding_classifier.py): one subtype per finding, or removed as not a bleed",
         "features": list(FEATURE_NAMES), "hidden": 64, "epochs": best_epochs,
         "drop_probability": chosen["drop_probability"],
-        "data": {"generator": "SMARTNetLib.synthetic.make_case(style='randomised', size='full', host='mixed')",
+        "data": {"generator": f"SMARTNetLib.synthetic.make_case(style='randomised', size='full', host='{args.host}')",
                  "seeds": [args.seed, args.seed + args.n - 1], "validation_seeds": [args.seed + split,
                                                                                      args.seed + args.n - 1],
                  "findings": int(len(stack["target"])), "bleed_findings": int((stack["target"] > 0).sum())},
