@@ -6,7 +6,8 @@ Targets on 2 CPU cores: <= 10 s for the whole call, peak RSS <= 3 GB. ``warm``: 
 to one ``smartnet serve --stdio`` engine (the model preloaded), ``--warm-requests`` of them, median per request
 from writing the request to its ``done`` event; ``warm_real_head``: the same on the real InVesalius head (no bleed,
 so no midline stage), when installed. ``engine_targets``: issue 17's targets (cold 3 s, warm 1 s, 40 volumes
-per minute, 1.5 GB) against what was measured.
+per minute, 1.5 GB) against what was measured; memory there is the peak of the engine and its anatomy worker
+together (``peak_tree_rss_mb``; ``peak_rss_mb`` is the engine process's own).
 
     python benchmarks/analyze.py [--model NAME|DIR] [--repeats 3] [--output benchmarks/results/analyze.json]
 """
@@ -20,6 +21,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,18 +64,57 @@ def default_model(folder: Path) -> Path:
     return save_model(SmartNet(card), card, folder / "benchmark-default")
 
 
+class TreeMemory:
+    """Peak resident memory of a process and all its descendants together (the engine and its anatomy worker),
+    sampled every 50 ms from /proc (Linux); ``wait4``'s figure is one process's."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_mb, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb(self.pid))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(self.peak_mb, 1)
+
+
+def _tree_rss_mb(root: int) -> float:
+    parents, rss = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(rss.get(p, 0.0) for p in tree)
+
+
 def run_once(ct: Path, model: str, out: Path, explain: str) -> dict:
     cmd = [sys.executable, "-m", "SMARTNetLib.cli", "analyze", str(ct), "-o", str(out), "--model", model,
            "--explain", explain, "--events"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory = TreeMemory(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    tree_mb = memory.stop()
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"analyze failed: {stderr or stdout}")
     report = json.loads((out / "report.json").read_text())
-    return {"wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stages_s": report["timing_s"]}
+    return {"wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "peak_tree_rss_mb": tree_mb,
+            "stages_s": report["timing_s"]}
 
 
 def warm_requests(ct: Path, model: str, out: Path, n: int) -> dict:
@@ -82,6 +123,7 @@ def warm_requests(ct: Path, model: str, out: Path, n: int) -> dict:
     cmd = [sys.executable, "-m", "SMARTNetLib.cli", "serve", "--stdio", "--preload", model]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    memory = TreeMemory(proc.pid)
 
     def until(kind: str) -> dict:
         for line in proc.stdout:
@@ -102,6 +144,7 @@ def warm_requests(ct: Path, model: str, out: Path, n: int) -> dict:
         if done["returncode"] != 0:
             raise SystemExit(f"served analyze failed ({done})")
         seconds.append(round(time.perf_counter() - clock, 3))
+    tree_mb = memory.stop()
     proc.stdin.close()
     _, status, usage = os.wait4(proc.pid, 0)
     stages = [json.loads((out / f"warm-{i}" / "report.json").read_text())["timing_s"] for i in range(n)]
@@ -109,7 +152,7 @@ def warm_requests(ct: Path, model: str, out: Path, n: int) -> dict:
     return {"engine_ready_s": round(ready_s, 3), "requests_s": seconds, "median_s": float(np.median(seconds)),
             "stages_median_s": {k: round(float(np.median([s[k] for s in stages])), 3) for k in stages[0]},
             "ich_probability": report["ich_probability"], "total_volume_ml": report["total_volume_ml"],
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "peak_tree_rss_mb": tree_mb}
 
 
 def real_head_file(folder: Path) -> Path | None:
@@ -143,13 +186,16 @@ def batch(ct: Path, model: str, tmp: Path, n: int, processes: int = 1) -> dict:
     start = time.perf_counter()
     with open(events, "w") as out, open(errors, "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        memory = TreeMemory(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    tree_mb = memory.stop()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"batch analyze failed: {errors.read_text()[-2000:]}")
     result = json.loads(events.read_text().splitlines()[-1])
     return {"volumes": n, "processes": processes, "wall_s": round(wall, 3),
-            "volumes_per_minute": result["volumes_per_minute"], "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+            "volumes_per_minute": result["volumes_per_minute"], "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "peak_tree_rss_mb": tree_mb}
 
 
 def main() -> None:
@@ -203,8 +249,10 @@ def main() -> None:
         "warm_median_s": {"target": 1.0, "measured": warm["median_s"]},
         "batch_volumes_per_minute": {"target": 40.0, "measured": max(batched["volumes_per_minute"],
                                                                      two["volumes_per_minute"])},
-        "peak_rss_mb": {"target": 1536, "measured": max(result["peak_rss_mb"], warm["peak_rss_mb"],
-                                                        batched["peak_rss_mb"], two["peak_rss_mb"])}}
+        # one engine (cold, served, a batch), with its anatomy worker; torchrun's two engines are reported beside
+        "peak_rss_mb": {"target": 1536, "measured": max(
+            r["peak_tree_rss_mb"] for r in (*runs["none"], *runs["gradcam"], warm, batched)),
+            "two_processes_mb": two["peak_tree_rss_mb"]}}
     for name, item in result["engine_targets"].items():
         item["met"] = (item["measured"] >= item["target"] if name.startswith("batch")
                        else item["measured"] <= item["target"])

@@ -3,8 +3,8 @@ engine does it (``analyze_one``: analysis, clinical measures, outputs), once to 
 
 Writes ``benchmarks/results/profile-analysis.json``: the call's wall time and stages (report.json's ``timing_s``),
 the functions with the most cumulative time on the main thread, and the parts that run beside it or inside a
-stage, each timed alone on the same head: the midline's head frame (``find_head_anatomy``, on a thread during
-an analysis) and its skull-symmetry step, and the finding classifier's features of what the segmentation found.
+stage, each timed alone on the same head: the midline's head frame (``find_head_anatomy``, in the anatomy worker
+during an analysis) and its skull-symmetry step, and the finding classifier's features of what was segmented.
 
     python benchmarks/profile_analysis.py [--model NAME|DIR] [--top 25]
 """

@@ -84,9 +84,10 @@ def test_no_skull_is_not_measurable_with_a_reason():
     assert shift["measurable"] is False and "skull" in shift["reason"]
 
 
-def test_anatomy_found_on_a_thread_gives_the_same_clinical_measures():
-    """``Analyzer.analyze(find_anatomy=True)`` starts the head's frame on a thread; the clinical measures from it
-    equal those computed in line, and nothing is started unless asked or when nothing is segmented."""
+def test_anatomy_found_beside_the_analysis_gives_the_same_clinical_measures():
+    """``Analyzer.analyze(find_anatomy=True)`` starts the head's frame in the helper process (a thread's future
+    is accepted too); the clinical measures from it equal those computed in line, and nothing is started unless
+    asked or when nothing is segmented."""
     from concurrent.futures import ThreadPoolExecutor
 
     from SMARTNetLib.analysis.clinical_measures import clinical_measures

@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 if TYPE_CHECKING:
+    from SMARTNetLib.analysis.anatomy_worker import AnatomyJob
     from SMARTNetLib.analysis.midline import HeadAnatomy
 
 MIN_COMPONENT_ML = 0.1  # smaller specks are not findings
@@ -121,7 +122,8 @@ def ich_score_imaging(findings: dict[str, dict], locations: list[dict] | None = 
 
 
 def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_values: dict[str, int],
-                      ct: sitk.Image | None = None, anatomy_of_ct: Future[HeadAnatomy] | None = None) -> dict:
+                      ct: sitk.Image | None = None,
+                      anatomy_of_ct: Future[HeadAnatomy] | AnatomyJob | None = None) -> dict:
     """The clinical numbers of ``report.json`` (``clinical``).
 
     Args:
@@ -129,7 +131,8 @@ def clinical_measures(labels: sitk.Image, findings: dict[str, dict], label_value
         findings: the report's per-class findings (volumes in mL).
         label_values: class name -> label value.
         ct: the CT; without it the midline shift and the locations are not measured.
-        anatomy_of_ct: ``find_head_anatomy(ct)`` already started (:attr:`Analysis.anatomy`), else it is run here.
+        anatomy_of_ct: ``find_head_anatomy(ct)`` already started (:attr:`Analysis.anatomy`, or a thread's future),
+            else it is run here.
 
     Returns:
         ``abc2_intraparenchymal`` (ABC/2 per intraparenchymal finding), ``location_intraparenchymal``,

@@ -20,7 +20,6 @@ EXPANSION_ML = 6.0
 EXPANSION_FRACTION = 0.33
 HU_RANGE = (-100.0, 1500.0)  # brain to bone: what a rigid head registration should look at
 WORKING_SPACING_MM = 2.0
-REGISTRATION_THREADS = 2
 
 
 @dataclass
@@ -56,7 +55,7 @@ def _prepared(image: sitk.Image, hu_range: tuple[float, float] = HU_RANGE,
 
 def register_rigid(baseline: sitk.Image, followup: sitk.Image, hu_range: tuple[float, float] = HU_RANGE,
                    spacing_mm: float = WORKING_SPACING_MM) -> Registration:
-    """Rigid registration of ``followup`` onto ``baseline``, deterministic (no random sampling, fixed threads).
+    """Rigid registration of ``followup`` onto ``baseline``, deterministic (no random sampling, one thread).
 
     Args:
         baseline: the fixed CT in HU.
@@ -72,7 +71,6 @@ def register_rigid(baseline: sitk.Image, followup: sitk.Image, hu_range: tuple[f
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     method = sitk.ImageRegistrationMethod()
-    method.SetNumberOfThreads(REGISTRATION_THREADS)
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=48)
     # every voxel of the working grid: random sampling made the result depend on the machine's threads and let
     # the optimiser stop early (4.1 instead of 5 degrees on the 5 mm sample head)
@@ -84,7 +82,15 @@ def register_rigid(baseline: sitk.Image, followup: sitk.Image, hu_range: tuple[f
     method.SetSmoothingSigmasPerLevel([2 * spacing_mm, spacing_mm, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
-    result = method.Execute(fixed, moving)
+    # ITK's metric sums its threads' shares in whatever order they finish, so that with the default threads the
+    # symmetry plane of a head moved by 1e-4 and a septum sample by a row from run to run: one thread, the same
+    # answer every time (0.1 s more on benchmarks/analyze.py's head)
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        result = method.Execute(fixed, moving)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     transform = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
     return Registration(transform, float(method.GetMetricValue()), int(method.GetOptimizerIteration()))
 

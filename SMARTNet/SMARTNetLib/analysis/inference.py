@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +11,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from SMARTNetLib.analysis.midline import HeadAnatomy, find_head_anatomy
+from SMARTNetLib.analysis import anatomy_worker
 from SMARTNetLib.analysis.preprocessing import (
     SliceGrid,
     pool_slabs,
@@ -31,7 +30,6 @@ HEAD_WIDTH_LIMIT_MM = 260.0
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")
 ACTIVATION_FLOOR = 1 / 1024  # activation below this (of a map in [0, 1]) is written as 0
 Progress = Callable[[float, str], None]
-_ANATOMY = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartnet-anatomy")  # one for the process
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -58,7 +56,7 @@ class Analysis:
     timing: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     familiarity: float | None = None  # reconstruction error of the input (higher = less like the training data)
-    anatomy: Future[HeadAnatomy] | None = None  # the head's frame, found on a thread when something was segmented
+    anatomy: anatomy_worker.AnatomyJob | None = None  # the head's frame, under way when something was segmented
 
     @property
     def ich_probability(self) -> float:
@@ -85,8 +83,8 @@ class Analyzer:
             explain: the activation map's method, one of :data:`EXPLAIN_METHODS` ("none": no map).
             explain_classes: also a map per subtype (else only for the first output, "any").
             progress: called with (fraction, message) as the stages go.
-            find_anatomy: when something is segmented, start :func:`find_head_anatomy` on a thread meanwhile
-                (:attr:`Analysis.anatomy`, for :func:`clinical_measures`).
+            find_anatomy: find the head frame in the helper process meanwhile (:attr:`Analysis.anatomy`, for
+                :func:`clinical_measures`), kept when something is segmented.
 
         Returns:
             The :class:`Analysis`: probabilities, slice probabilities, the label map and activation maps on the
@@ -111,6 +109,12 @@ class Analyzer:
 
         slices = self._run_slices(windowed, lambda f: report(0.1 + 0.6 * f, "slices"))
         timing["inference_2d"] = _lap(clock, timing)
+        # the head's frame (1 s on benchmarks/analyze.py's head) is found in the helper process, beside the 3D stage,
+        # the findings, the explanation and the writing, as soon as the slices show blood; it is only needed (the
+        # midline shift, the locations) when something is segmented
+        segmentation_threshold = self.card.thresholds.get("segmentation", 0.5)
+        early = find_anatomy and float(torch.sigmoid(slices["seg"].amax())) > segmentation_threshold
+        anatomy = anatomy_worker.submit(image) if early else None
 
         familiarity = familiarity_score(slices["rec_error"], windowed)
         threshold = self.card.familiarity.get("threshold")
@@ -125,10 +129,11 @@ class Analyzer:
         labels_canonical, confidence = self._labels(refined, grid, weights,
                                                     lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
-        # the head's frame (1.2 s on benchmarks/profile_analysis.py's head) is found on a thread while the findings
-        # are named, explained and written; only when something was segmented, as the midline shift is only
-        # measured then
-        anatomy = _ANATOMY.submit(find_head_anatomy, image) if find_anatomy and labels_canonical.any() else None
+        if find_anatomy and anatomy is None and labels_canonical.any():  # the slices alone did not show it
+            anatomy = anatomy_worker.submit(image)
+        elif anatomy is not None and not labels_canonical.any():
+            anatomy.discard()
+            anatomy = None
         if self.model.finding_classifier is not None:
             values = np.array([c.label_value for c in self.classes])
             labels_canonical = self.model.finding_classifier.relabel(

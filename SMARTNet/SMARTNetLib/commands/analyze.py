@@ -119,8 +119,13 @@ def _run_distributed(inputs: list[Path], case_dirs: list[Path], args: argparse.N
 def analyze_cases(inputs: list[Path], case_dirs: list[Path], args: argparse.Namespace,
                   sink: EventSink) -> AnalyzeResult:
     """Analyse ``inputs`` into ``case_dirs`` with one model, the next input read on a thread meanwhile."""
+    from SMARTNetLib.analysis import anatomy_worker
+    from SMARTNetLib.analysis.engine_process import retain_freed_memory
     from SMARTNetLib.io.volume import read_input
 
+    anatomy_worker.start()  # its start-up overlaps reading and the model's
+    if len(inputs) > 1:
+        retain_freed_memory()  # each volume reuses the last one's memory
     clock = time.perf_counter()
     first = read_input(inputs[0])  # a bad first input fails before the model is loaded
     first_read = round(time.perf_counter() - clock, 3)

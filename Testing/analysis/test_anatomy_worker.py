@@ -1,0 +1,63 @@
+"""The head frame found in the helper process: the same answer as in this process, a worker that dies costs
+nothing but time, and a killed engine leaves no worker behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SMARTNetLib.analysis import anatomy_worker
+from SMARTNetLib.analysis.midline import find_head_anatomy
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _wait_gone(pid: int, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def test_the_worker_gives_the_inline_anatomy_and_outlives_its_own_death(real_head):
+    inline = find_head_anatomy(real_head)
+    point = np.array(real_head.TransformContinuousIndexToPhysicalPoint([s / 2 for s in real_head.GetSize()]))
+    served = anatomy_worker.submit(real_head).result()
+    assert served.midline_shift() == inline.midline_shift() and served.midline_shift()["measurable"]
+    assert served.position(point) == inline.position(point) is not None
+    assert np.array_equal(served.image.depth, inline.image.depth) and served.image.smooth.size == 0
+    assert served.frame.GetSize() == (1, 1, 1)  # its geometry alone crossed over
+
+    (pid,) = anatomy_worker.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_gone(pid)
+    again = anatomy_worker.submit(real_head).result()  # found here when the pool has noticed, else by a new worker
+    assert again.midline_shift() == inline.midline_shift()
+    anatomy_worker.submit(real_head).result()
+    assert anatomy_worker.worker_pids() and pid not in anatomy_worker.worker_pids()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_killed_engine_leaves_no_worker_behind():
+    code = ("import time\nfrom SMARTNetLib.analysis import anatomy_worker\nanatomy_worker.start()\n"
+            "while not anatomy_worker.worker_pids(): time.sleep(0.05)\n"
+            "print(anatomy_worker.worker_pids()[0], flush=True)\ntime.sleep(600)\n")
+    engine = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(engine.stdout.readline())
+    assert _alive(worker)
+    engine.kill()
+    engine.wait(10)
+    assert _wait_gone(worker), "the anatomy worker outlived its engine"
