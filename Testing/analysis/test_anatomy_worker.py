@@ -1,5 +1,5 @@
-"""The head frame found in the helper process: the same answer as in this process, a worker that dies costs
-nothing but time, and a killed engine leaves no worker behind."""
+"""The head frame found in the helper process: the same answer as in this process, a discarded job stops, a
+worker that dies costs nothing but time, and a killed engine leaves no worker behind."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,12 @@ def test_the_worker_gives_the_inline_anatomy_and_outlives_its_own_death(real_hea
     assert served.position(point) == inline.position(point) is not None
     assert np.array_equal(served.image.depth, inline.image.depth) and served.image.smooth.size == 0
     assert served.frame.GetSize() == (1, 1, 1)  # its geometry alone crossed over
+
+    discarded = anatomy_worker.submit(real_head)
+    discarded.discard()  # dropped before it starts, or stopped at its next step
+    with pytest.raises((anatomy_worker.Cancelled, CancelledError)):
+        discarded.future.result(timeout=60)
+    assert anatomy_worker.submit(real_head).result().midline_shift() == inline.midline_shift()
 
     (pid,) = anatomy_worker.worker_pids()
     os.kill(pid, signal.SIGKILL)

@@ -95,6 +95,10 @@ class Analyzer:
         warnings: list[str] = []
         clock = time.perf_counter()
 
+        # the head's frame (1 s on benchmarks/analyze.py's head) is found in the helper process, at a lower priority,
+        # beside the whole analysis; it is only needed (the midline shift, the locations) when something is
+        # segmented, and stopped as soon as nothing is
+        anatomy = anatomy_worker.submit(image) if find_anatomy else None
         canonical = to_canonical(image)
         width = head_width_mm(canonical)
         if width > HEAD_WIDTH_LIMIT_MM:
@@ -109,12 +113,6 @@ class Analyzer:
 
         slices = self._run_slices(windowed, lambda f: report(0.1 + 0.6 * f, "slices"))
         timing["inference_2d"] = _lap(clock, timing)
-        # the head's frame (1 s on benchmarks/analyze.py's head) is found in the helper process, beside the 3D stage,
-        # the findings, the explanation and the writing, as soon as the slices show blood; it is only needed (the
-        # midline shift, the locations) when something is segmented
-        segmentation_threshold = self.card.thresholds.get("segmentation", 0.5)
-        early = find_anatomy and float(torch.sigmoid(slices["seg"].amax())) > segmentation_threshold
-        anatomy = anatomy_worker.submit(image) if early else None
 
         familiarity = familiarity_score(slices["rec_error"], windowed)
         threshold = self.card.familiarity.get("threshold")
@@ -129,9 +127,7 @@ class Analyzer:
         labels_canonical, confidence = self._labels(refined, grid, weights,
                                                     lambda f: report(0.775 + 0.075 * f, "segmentation"))
         timing["inference_3d"] = _lap(clock, timing)
-        if find_anatomy and anatomy is None and labels_canonical.any():  # the slices alone did not show it
-            anatomy = anatomy_worker.submit(image)
-        elif anatomy is not None and not labels_canonical.any():
+        if anatomy is not None and not labels_canonical.any():
             anatomy.discard()
             anatomy = None
         if self.model.finding_classifier is not None:

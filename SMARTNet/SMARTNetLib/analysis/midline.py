@@ -20,6 +20,7 @@ visible part of the septum is measured and the shift can be underestimated (``be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -361,11 +362,12 @@ class HeadAnatomy:
                 "depth": depth}
 
 
-def find_head_anatomy(ct: sitk.Image) -> HeadAnatomy:
+def find_head_anatomy(ct: sitk.Image, check: Callable[[], None] | None = None) -> HeadAnatomy:
     """The head frame of a CT.
 
     Args:
         ct: a head CT in HU, any orientation.
+        check: called between the steps; may raise to stop the search (the anatomy worker's cancel).
 
     Returns:
         The :class:`HeadAnatomy`: the skull's symmetry plane, the septum pellucidum and the falx attachments,
@@ -374,13 +376,18 @@ def find_head_anatomy(ct: sitk.Image) -> HeadAnatomy:
     Raises:
         ValueError: no skull is found.
     """
+    check = check or (lambda: None)
     plane, facts = symmetry_plane(ct)
+    check()
     arr = sitk.GetArrayViewFromImage(ct)
     kji = np.argwhere(arr[:, ::4, ::4] > -300) * [1, 4, 4]
     centre = np.array(ct.TransformContinuousIndexToPhysicalPoint([float(v) for v in kji.mean(0)[::-1]]))
     frame = plane_frame(ct, plane, centre)
+    check()
     image = FrameImage.of(sitk.GetArrayFromImage(frame))
+    check()
     samples = septum_samples(image)
+    check()
     level, rows = _longest_septum(samples)
     if len(rows) * ALONG_MM < MIN_SEPTUM_MM:
         return HeadAnatomy(frame, image, facts, None, [], (None, None))
