@@ -4,15 +4,16 @@ Finding the head frame takes about 1 s of Python and SciPy/SimpleITK work that h
 a thread it ran one after the other with the findings' naming and the writing (``benchmarks/profile_analysis.py``);
 in a process of its own it runs at the same time. One worker per engine process, started with ``spawn`` (never
 ``fork`` after torch has started its threads) as soon as an analysis command begins, so that its start-up
-(Python, NumPy, SciPy, SimpleITK and a warm-up search: about 1 s) overlaps the engine's own imports; it leaves
-when the engine exits or is killed. A job starts with the analysis and runs at idle priority (Linux
-``SCHED_IDLE``; elsewhere ``nice``), so it takes only CPU the analysis leaves: on 2 cores a normal priority
-made heads with findings 0.4 s faster and heads without 0.2 s slower; with more cores it runs alongside. It is
-stopped at its next step when nothing was segmented. Should the worker die, the frame is found in this process
-instead and the next job starts a new worker: nothing but time is lost. Scripts that start analyses with
-``find_anatomy`` need the ``if __name__ == "__main__":`` guard that ``spawn`` asks for (else the frame is found
-in this process).
+(Python, NumPy, SciPy, SimpleITK) overlaps the engine's own imports; it leaves when the engine exits or is killed.
+``smartnet analyze`` gives it each head as soon as the head is read (the first one before torch is imported, the
+next ones while the one before is analysed), and it runs at idle priority (Linux ``SCHED_IDLE``; elsewhere
+``nice``), so it takes only CPU the analysis leaves: on 2 cores a normal priority made heads with findings 0.4 s
+faster and heads without 0.2 s slower; with more cores it runs alongside. A job is stopped at its next step when
+nothing was segmented. Should the worker die, the frame is found in this process instead and the next job starts
+a new worker: nothing but time is lost. Scripts that start jobs need the ``if __name__ == "__main__":`` guard that
+``spawn`` asks for (else the frame is found in this process).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -58,29 +59,7 @@ def _worker_setup(stop_through) -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     elif hasattr(os, "nice"):
         os.nice(WORKER_NICENESS)
-
-
-def _ready() -> bool:
-    """In the worker: import the search and run it once on a small skull ahead of the first job. Its frame has the
-    size of every head's, so the memory a head needs is already the worker's (kept by
-    :func:`engine_process.retain_freed_memory`): the first head of a cold ``smartnet analyze`` took 2.6 s
-    instead of 1.1 s without this, on a core that is idle while the engine imports torch."""
-    import numpy as np
-    import SimpleITK as sitk
-
-    from SMARTNetLib.analysis.midline import find_head_anatomy
-
-    z, y, x = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 64), np.linspace(-1, 1, 56), indexing="ij")
-    r = np.sqrt(x**2 + y**2 + (0.6 * z) ** 2)
-    skull = np.where(r < 0.9, 30, -1000).astype(np.int16)
-    skull[(r >= 0.8) & (r < 0.9)] = 1200
-    image = sitk.GetImageFromArray(skull)
-    image.SetSpacing((3.0, 3.0, 6.0))
-    try:
-        find_head_anatomy(image)
-    except (ValueError, RuntimeError):  # a warm-up: only its side effects count
-        pass
-    return True
+    from SMARTNetLib.analysis import midline  # noqa: F401  (imported before the first head arrives)
 
 
 def _find(ct: sitk.Image, job: int = 0) -> HeadAnatomy:
@@ -95,7 +74,7 @@ def _find(ct: sitk.Image, job: int = 0) -> HeadAnatomy:
 
 
 def _executor() -> tuple[ProcessPoolExecutor, object]:
-    """The worker's pool and its shared stop mark, started (and warmed up by :func:`_ready`) on first use."""
+    """The worker's pool and its shared stop mark, started on first use."""
     global _pool, _pool_stop
     with _lock:
         if _pool is None:
@@ -103,7 +82,6 @@ def _executor() -> tuple[ProcessPoolExecutor, object]:
             _pool_stop = context.Value("q", 0)
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_setup,
                                         initargs=(_pool_stop,))
-            _pool.submit(_ready)
         return _pool, _pool_stop
 
 

@@ -75,7 +75,8 @@ class Analyzer:
         self.classes = classes_for(card.classes)
 
     def analyze(self, image: sitk.Image, explain: str = "gradcam", explain_classes: bool = False,
-                progress: Progress | None = None, find_anatomy: bool = False) -> Analysis:
+                progress: Progress | None = None, find_anatomy: bool = False,
+                anatomy: anatomy_worker.AnatomyJob | None = None) -> Analysis:
         """Analyze one CT volume.
 
         Args:
@@ -85,6 +86,8 @@ class Analyzer:
             progress: called with (fraction, message) as the stages go.
             find_anatomy: find the head frame in the helper process meanwhile (:attr:`Analysis.anatomy`, for
                 :func:`clinical_measures`), kept when something is segmented.
+            anatomy: that job for ``image``, already submitted (:func:`anatomy_worker.submit`); implies
+                ``find_anatomy``.
 
         Returns:
             The :class:`Analysis`: probabilities, slice probabilities, the label map and activation maps on the
@@ -98,7 +101,8 @@ class Analyzer:
         # the head's frame (1 s on benchmarks/analyze.py's head) is found in the helper process, at a lower priority,
         # beside the whole analysis; it is only needed (the midline shift, the locations) when something is
         # segmented, and stopped as soon as nothing is
-        anatomy = anatomy_worker.submit(image) if find_anatomy else None
+        if anatomy is None and find_anatomy:
+            anatomy = anatomy_worker.submit(image)
         canonical = to_canonical(image)
         width = head_width_mm(canonical)
         if width > HEAD_WIDTH_LIMIT_MM:

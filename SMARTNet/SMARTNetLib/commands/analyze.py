@@ -126,8 +126,14 @@ def analyze_cases(inputs: list[Path], case_dirs: list[Path], args: argparse.Name
     anatomy_worker.start()  # its start-up overlaps reading and the model's
     if len(inputs) > 1:
         retain_freed_memory()  # each volume reuses the last one's memory
+
+    def read(path: Path):
+        """The input, and its head frame set under way in the anatomy worker."""
+        image, dicom = read_input(path)
+        return image, dicom, anatomy_worker.submit(image)
+
     clock = time.perf_counter()
-    first = read_input(inputs[0])  # a bad first input fails before the model is loaded
+    first = read(inputs[0])  # a bad first input fails before the model is loaded; its head frame meanwhile
     first_read = round(time.perf_counter() - clock, 3)
 
     from SMARTNetLib.analysis.inference import Analyzer, resolve_device
@@ -151,13 +157,13 @@ def analyze_cases(inputs: list[Path], case_dirs: list[Path], args: argparse.Name
             progress = StageProgress(sink, "analyze", start, start + share)
             clock = time.perf_counter()
             progress(0.0, f"reading {path.name}")
-            image, dicom = first if n == 0 else upcoming.result()  # a bad input fails here, in its turn
+            image, dicom, anatomy = first if n == 0 else upcoming.result()  # a bad input fails here, in its turn
             first = None
             timing = {"load_model": load_seconds,
                       "read": first_read if n == 0 else round(time.perf_counter() - clock, 3)}  # waited for
-            upcoming = reader.submit(read_input, inputs[n + 1]) if n + 1 < len(inputs) else None
-            report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom)
-            del image, dicom
+            upcoming = reader.submit(read, inputs[n + 1]) if n + 1 < len(inputs) else None
+            report = analyze_one(analyzer, path, image, folder, args, progress, sink, timing, dicom, anatomy)
+            del image, dicom, anatomy
             cases.append(AnalyzedCase(
                 input=str(path), output_dir=str(folder), report=str(folder / REPORT_FILE),
                 ich_probability=report["ich_probability"], total_volume_ml=report["total_volume_ml"],
@@ -170,13 +176,15 @@ def analyze_cases(inputs: list[Path], case_dirs: list[Path], args: argparse.Name
 
 
 def analyze_one(analyzer, path: Path, image, folder: Path, args: argparse.Namespace, progress: StageProgress,
-                sink: EventSink, timing: dict[str, float], dicom=None) -> Report:
-    """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder."""
+                sink: EventSink, timing: dict[str, float], dicom=None, anatomy=None) -> Report:
+    """Analyze and write one volume; returns its report. ``dicom``: what was read from a DICOM folder;
+    ``anatomy``: its head frame already under way (:func:`anatomy_worker.submit`), else started here."""
     from SMARTNetLib.analysis.clinical_measures import clinical_measures
     from SMARTNetLib.io import outputs
 
     analysis = analyzer.analyze(image, explain=args.explain, explain_classes=args.explain_subtypes,
-                                progress=lambda f, m: progress(0.05 + 0.8 * f, m), find_anatomy=True)
+                                progress=lambda f, m: progress(0.05 + 0.8 * f, m), find_anatomy=True,
+                                anatomy=anatomy)
     if dicom is not None:
         analysis.warnings[:0] = dicom.warnings  # series choice, tilt and gaps first
     for warning in analysis.warnings:
