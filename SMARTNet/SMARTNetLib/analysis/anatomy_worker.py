@@ -93,9 +93,16 @@ def _discard(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _started() -> bool:
+    return True
+
+
 def start() -> None:
-    """Start the worker now, unless it runs already (it then gets ready while the caller does its own start-up)."""
-    _executor()
+    """Start the worker process now, unless it runs already (it gets ready while the caller does its own start-up;
+    a pool starts its process only with a first job)."""
+    pool, _ = _executor()
+    if not worker_pids():
+        pool.submit(_started)
 
 
 def worker_pids() -> list[int]:
