@@ -60,11 +60,15 @@ def test_the_worker_gives_the_inline_anatomy_and_outlives_its_own_death(real_hea
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_a_killed_engine_leaves_no_worker_behind():
     code = ("import time\nfrom SMARTNetLib.analysis import anatomy_worker\nanatomy_worker.start()\n"
-            "while not anatomy_worker.worker_pids(): time.sleep(0.05)\n"
-            "print(anatomy_worker.worker_pids()[0], flush=True)\ntime.sleep(600)\n")
+            "pids, deadline = [], time.monotonic() + 60\n"
+            "while not pids and time.monotonic() < deadline:\n"
+            "    pids = anatomy_worker.worker_pids()\n    time.sleep(0.05)\n"
+            "print(pids[0] if pids else 0, flush=True)\ntime.sleep(600)\n")
     engine = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    worker = int(engine.stdout.readline())
-    assert _alive(worker)
-    engine.kill()
-    engine.wait(10)
+    try:
+        worker = int(engine.stdout.readline())
+        assert worker and _alive(worker), "start() started no worker process"
+    finally:
+        engine.kill()
+        engine.wait(10)
     assert _wait_gone(worker), "the anatomy worker outlived its engine"
