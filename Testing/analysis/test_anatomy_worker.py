@@ -59,10 +59,9 @@ def test_the_worker_gives_the_inline_anatomy_and_outlives_its_own_death(real_hea
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_a_killed_engine_leaves_no_worker_behind():
-    code = ("import time\nfrom SMARTNetLib.analysis import anatomy_worker\nanatomy_worker.start()\n"
-            "pids, deadline = [], time.monotonic() + 60\n"
-            "while not pids and time.monotonic() < deadline:\n"
-            "    pids = anatomy_worker.worker_pids()\n    time.sleep(0.05)\n"
+    code = ("import time\nfrom SMARTNetLib.analysis import anatomy_worker\n"
+            "anatomy_worker.start(wait=60)\n"  # the worker has run its set-up, the watch on its engine included
+            "pids = anatomy_worker.worker_pids()\n"
             "print(pids[0] if pids else 0, flush=True)\ntime.sleep(600)\n")
     engine = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -97,12 +97,14 @@ def _started() -> bool:
     return True
 
 
-def start() -> None:
+def start(wait: float | None = None) -> None:
     """Start the worker process now, unless it runs already (it gets ready while the caller does its own start-up;
-    a pool starts its process only with a first job)."""
+    a pool starts its process only with a first job); ``wait``: seconds to wait for it to be ready."""
     pool, _ = _executor()
-    if not worker_pids():
-        pool.submit(_started)
+    if not worker_pids() or wait is not None:
+        ready = pool.submit(_started)
+        if wait is not None:
+            ready.result(timeout=wait)
 
 
 def worker_pids() -> list[int]:
