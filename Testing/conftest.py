@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random-weight model folder and small head-like CT volumes written to real files."""
+"""Shared fixtures: a tiny random-weight model folder and small head-like CT volumes written to real files; what a
+test needs to see processes come and go (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,34 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository
 ENGINE_PARENT = str(ROOT / "SMARTNet")  # the folder holding SMARTNetLib, as the Slicer modules put on the path
 
 OBLIQUE = (0.9659258, -0.2588190, 0.0, 0.2588190, 0.9659258, 0.0, 0.0, 0.0, 1.0)  # 15 degrees about S
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def process_gone(pid: int, seconds: float = 15) -> bool:
+    """Waits up to ``seconds`` for the process to end."""
+    deadline = time.monotonic() + seconds
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not process_alive(pid)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Child processes of ``pid`` (Linux /proc; none elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def head_phantom(size: tuple[int, int, int] = (48, 40, 12), spacing=(0.9, 0.7, 5.0), origin=(-20.0, 10.0, -30.0),

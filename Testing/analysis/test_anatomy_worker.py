@@ -7,30 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import process_alive, process_gone
 from SMARTNetLib.analysis import anatomy_worker
 from SMARTNetLib.analysis.midline import find_head_anatomy
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (Linux /proc)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def _wait_gone(pid: int, seconds: float = 15) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not _alive(pid)
 
 
 def test_the_worker_gives_the_inline_anatomy_and_outlives_its_own_death(real_head):
@@ -50,7 +35,7 @@ def test_the_worker_gives_the_inline_anatomy_and_outlives_its_own_death(real_hea
 
     (pid,) = anatomy_worker.worker_pids()
     os.kill(pid, signal.SIGKILL)
-    assert _wait_gone(pid)
+    assert process_gone(pid)
     again = anatomy_worker.submit(real_head).result()  # found here when the pool has noticed, else by a new worker
     assert again.midline_shift() == inline.midline_shift()
     anatomy_worker.submit(real_head).result()
@@ -66,8 +51,8 @@ def test_a_killed_engine_leaves_no_worker_behind():
     engine = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         worker = int(engine.stdout.readline())
-        assert worker and _alive(worker), "start() started no worker process"
+        assert worker and process_alive(worker), "start() started no worker process"
     finally:
         engine.kill()
         engine.wait(10)
-    assert _wait_gone(worker), "the anatomy worker outlived its engine"
+    assert process_gone(worker), "the anatomy worker outlived its engine"

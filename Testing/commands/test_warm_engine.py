@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import SimpleITK as sitk
 
-from conftest import head_phantom
+from conftest import child_pids, head_phantom, process_gone
 from SMARTNetLib.client import engine_command
 from SMARTNetSlicerLib.engine_session import EngineSession
 
@@ -61,9 +62,12 @@ def test_analyses_reuse_one_served_engine_and_survive_cancel_and_crash(tiny_mode
     crashed = []
     session.start(analyze("d"), onFinished=crashed.append)
     time.sleep(0.5)
+    helpers = child_pids(session.worker.runner.process.pid)  # the engine's anatomy worker
+    assert helpers or not Path("/proc").is_dir()
     os.kill(session.worker.runner.process.pid, 9)
     session.waitForCompletion(60)
     assert crashed[0].status == "failed" and "stopped unexpectedly" in crashed[0].message
+    assert all(process_gone(pid) for pid in helpers), "a killed engine left its anatomy worker behind"
     again, _ = run(session, analyze("e"))
     assert again.succeeded and session.worker.started == 3
 

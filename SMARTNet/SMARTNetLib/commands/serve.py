@@ -31,9 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, sink: EventSink) -> dict:
     from SMARTNetLib import cli
+    from SMARTNetLib.analysis import anatomy_worker
     from SMARTNetLib.analysis.engine_process import retain_freed_memory
 
     retain_freed_memory()  # each request reuses the last one's memory
+    anatomy_worker.start()  # ready before the first head
     out = JsonLinesSink(sys.stdout)
     if args.preload is not None:
         _preload(args.preload or None, out)
@@ -74,9 +76,6 @@ def _argv(request) -> list[str]:
 
 
 def _preload(model: str | None, out: JsonLinesSink) -> None:
-    from SMARTNetLib.analysis import anatomy_worker
-
-    anatomy_worker.start()
     from SMARTNetLib.analysis.inference import resolve_device
     from SMARTNetLib.model.store import load_model_cached, resolve_model
 
