@@ -123,7 +123,7 @@ def analyze_cases(inputs: list[Path], case_dirs: list[Path], args: argparse.Name
     from SMARTNetLib.analysis.engine_process import retain_freed_memory
     from SMARTNetLib.io.volume import read_input
 
-    anatomy_worker.start()  # its start-up overlaps reading and the model's
+    anatomy_worker.start(idle=len(inputs) == 1)  # its start-up overlaps reading and the model's
     if len(inputs) > 1:
         retain_freed_memory()  # each volume reuses the last one's memory
 
