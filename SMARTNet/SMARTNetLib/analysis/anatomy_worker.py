@@ -31,7 +31,9 @@ if TYPE_CHECKING:  # imported where the work is done, so that starting the worke
 WORKER_NICENESS = 19  # where there is no SCHED_IDLE (macOS)
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
-_pool_stop = None  # multiprocessing.Value shared with the pool's worker: jobs up to this id are not wanted
+_pool_stop = None  # multiprocessing.Value shared with the pool's worker: jobs up to this id (jobs are read in
+# the order they were submitted, so an earlier one has been read by then) are not wanted
+_pool_idle = True  # the priority asked for by the last start(), kept by a worker that replaces a dead one
 _stop_through = None  # in the worker: that value
 _job_ids = itertools.count(1)
 
@@ -74,15 +76,15 @@ def _find(ct: sitk.Image, job: int = 0) -> HeadAnatomy:
     return find_head_anatomy(ct, check).for_transfer()
 
 
-def _executor(idle: bool = True) -> tuple[ProcessPoolExecutor, object]:
-    """The worker's pool and its shared stop mark, started on first use (``idle``: at idle priority)."""
+def _executor() -> tuple[ProcessPoolExecutor, object]:
+    """The worker's pool and its shared stop mark, started on first use."""
     global _pool, _pool_stop
     with _lock:
         if _pool is None:
             context = multiprocessing.get_context("spawn")
             _pool_stop = context.Value("q", 0)
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_setup,
-                                        initargs=(_pool_stop, idle))
+                                        initargs=(_pool_stop, _pool_idle))
         return _pool, _pool_stop
 
 
@@ -103,7 +105,9 @@ def start(wait: float | None = None, idle: bool = True) -> None:
     a pool starts its process only with a first job); ``wait``: seconds to wait for it to be ready; ``idle``:
     at idle priority, for the latency of one analysis (``False`` for a batch's throughput: on 2 cores 35 instead
     of 29 volumes per minute; a running worker keeps its priority)."""
-    pool, _ = _executor(idle)
+    global _pool_idle
+    _pool_idle = idle
+    pool, _ = _executor()
     if not worker_pids() or wait is not None:
         ready = pool.submit(_started)
         if wait is not None:
