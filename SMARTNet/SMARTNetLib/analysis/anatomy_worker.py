@@ -103,8 +103,9 @@ def _started() -> bool:
 def start(wait: float | None = None, idle: bool = True) -> None:
     """Start the worker process now, unless it runs already (it gets ready while the caller does its own start-up;
     a pool starts its process only with a first job); ``wait``: seconds to wait for it to be ready; ``idle``:
-    at idle priority, for the latency of one analysis (``False`` for a batch's throughput: on 2 cores 35 instead
-    of 29 volumes per minute; a running worker keeps its priority)."""
+    at idle priority, for the latency of one analysis (``False`` for a batch's throughput: on 2 cores 33-35 instead
+    of 29 volumes per minute over 6 copies of ``benchmarks/analyze.py``'s head, in alternating exploratory runs; a
+    running worker keeps its priority)."""
     global _pool_idle
     _pool_idle = idle
     pool, _ = _executor()
