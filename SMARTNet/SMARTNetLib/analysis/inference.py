@@ -98,9 +98,9 @@ class Analyzer:
         warnings: list[str] = []
         clock = time.perf_counter()
 
-        # the head's frame (1 s on benchmarks/analyze.py's head) is found in the helper process, at a lower priority,
-        # beside the whole analysis; it is only needed (the midline shift, the locations) when something is
-        # segmented, and stopped as soon as nothing is
+        # the head's frame (1 s on benchmarks/analyze.py's head) is found in the helper process (at idle priority but
+        # in batches) beside the whole analysis; it is only needed (the midline shift, the locations) when something
+        # is segmented, and stopped as soon as nothing is
         if anatomy is None and find_anatomy:
             anatomy = anatomy_worker.submit(image)
         canonical = to_canonical(image)
