@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model smartnet-default 2.1.0 as released (CPU, 2 cores: about 3 hours), then measure it.
+# Rebuild the bundled model smartnet-default 2.6.0 as released (CPU, 2 cores: about 4 hours), then measure it.
 #   bash scripts/train_bundled_model.sh [WORK_DIR]
 # Steps 1-3 rebuild release 1.3.0 (plain synthetic data); steps 4-6 are what 2.0.0 adds.
 # 1. `smartnet train --recipe default`: 200 synthetic cases (seed 2024, procedural and real-anatomy hosts),
@@ -19,7 +19,9 @@
 #    temperature scaling and the input-familiarity threshold fitted on 40 calibration volumes of the training
 #    generator (scripts/calibrate_model.py); the finding classifier (2.1.0: each connected finding named from
 #    anatomy, or removed as not a bleed) trained on 300 more volumes of the training generator
-#    (scripts/train_finding_classifier.py, about 40 min); then benchmarks/evaluate_model.py on the in-generator test set,
+#    (scripts/train_finding_classifier.py, about 40 min); the subtypes' probabilities (2.6.0) from the network's and
+#    the named findings, fitted on 300 volumes of the three training sources (scripts/fit_case_probability.py,
+#    about 45 min); then benchmarks/evaluate_model.py on the in-generator test set,
 #    the held-out generator, the real head with held-out bleeds and the real normal head.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +44,12 @@ $SMARTNET train --datalist "$WORK/data-randomised/datalist.json" --base-model sm
 $SMARTNET train --datalist "$WORK/data-randomised/datalist.json" --base-model "$WORK/smartnet-default-2-2d" \
   --stage downstream --downstream-epochs 6 --steps-per-epoch 300 --unfreeze-after 100 --lr 5e-4 \
   --seed 3 --name smartnet-default --output "$WORK/smartnet-default-2-3d" --events > "$WORK/train-randomised-3d.log"
-.venv/bin/python scripts/bundle_model.py "$WORK/smartnet-default-2-3d" --version 2.1.0  # 2.0.0 had no finding classifier
+.venv/bin/python scripts/bundle_model.py "$WORK/smartnet-default-2-3d" --version 2.6.0  # 2.0.0: no finding classifier; 2.1.0: no case probability
 .venv/bin/python scripts/calibrate_model.py SMARTNet/SMARTNetLib/bundled_models/smartnet-default --n 40
 .venv/bin/python scripts/train_finding_classifier.py SMARTNet/SMARTNetLib/bundled_models/smartnet-default --n 300 \
   --cache "$WORK/fc-cache"
+.venv/bin/python scripts/fit_case_probability.py SMARTNet/SMARTNetLib/bundled_models/smartnet-default --n 300 \
+  --seed 810000 --host diverse --feature-sets both --outputs epidural intraparenchymal intraventricular subarachnoid \
+  subdural --cache "$WORK/fc-cache"
 .venv/bin/python benchmarks/evaluate_model.py --model smartnet-default --n 40 --n-heldout 30 --n-real-host 10 \
   --cache "$WORK/eval-cache" --update-card

@@ -38,7 +38,7 @@ def test_bundled_model_card_is_plain_about_its_data():
     assert "--stage upstream" in commands[1] and "--stage downstream" in commands[0]
     assert steps[0]["data"]["sources"]["style"] == steps[1]["data"]["sources"]["style"] == "randomised"
     assert card.architecture.operator_inputs == "segmentation-3d"
-    assert card.version == "2.1.0" and 0.2 < card.temperature < 10
+    assert card.version == "2.6.0" and 0.2 < card.temperature < 10
     # 2.1.0: the finding classifier, trained and chosen on the training generator only (scripts/
     # train_finding_classifier.py), its validation figures and command in the card
     findings = card.findings
@@ -47,6 +47,15 @@ def test_bundled_model_card_is_plain_about_its_data():
     assert "randomised" in findings["data"]["generator"] and findings["data"]["seeds"][0] >= 800000
     validation = findings["validation"]
     assert validation["finding_classifier"]["false_positive_ml"] < validation["network_labels"]["false_positive_ml"]
+    # 2.6.0: the subtypes' probabilities also from the named findings (scripts/fit_case_probability.py), fitted on
+    # volumes of the training sources that neither the network nor the finding classifier saw; "any" is the network's
+    case = findings["case_probability"]
+    assert case["command"].startswith("python scripts/fit_case_probability.py") and case["data"]["cases"] >= 300
+    assert set(case["outputs"]) == set(card.classes)
+    for fitted in case["outputs"].values():
+        assert "network_logit" in fitted["features"]
+        validation = fitted["cross_validation"]
+        assert validation["log_loss"] < validation["log_loss_network"] and validation["auc"] > validation["auc_network"]
     test = card.metrics["test"]
     assert test["command"].startswith("python benchmarks/evaluate_model.py")
     assert {"in_generator", "heldout_generator", "real_host", "real_normal"} <= set(test["sets"])
@@ -114,7 +123,8 @@ def test_guard_on_both_generators():
     held-out generator (independent code, never trained on). The full measurement is
     ``benchmarks/evaluate_model.py`` (card: ``metrics.test``).
 
-    Measured on these cases (release 2.1.0): every held-out positive detected; the training generator's negatives
+    Measured on these cases (releases 2.1.0 and 2.6.0, whose case probability changes the subtypes' probabilities
+    only): every held-out positive detected; the training generator's negatives
     clean; of its positives, the 26 mL thin subdural is missed (p 0.06: in-generator sensitivity is 0.83) and the
     intraparenchymal bleed is detected (p 0.83) but its finding is removed by the finding classifier (0 mL). The
     held-out negatives are NOT clean: p 0.39-0.61 (held-out specificity 0.30), but since 2.1.0 they keep 0-3.2 mL

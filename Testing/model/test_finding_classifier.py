@@ -1,6 +1,9 @@
-"""The finding classifier: anatomical features of known shapes, relabelling, and its file in a model folder."""
+"""The finding classifier: anatomical features of known shapes, relabelling, the case probability, and its file in
+a model folder."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -8,10 +11,14 @@ import torch
 
 from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.model.finding_classifier import (
+    CASE_FEATURES,
     FEATURE_NAMES,
     FINDINGS_FILE,
+    CaseProbability,
     FindingClassifier,
     FindingNet,
+    NamedFindings,
+    case_features,
     component_features,
     find_components,
 )
@@ -113,3 +120,77 @@ def test_broken_or_foreign_classifier_files_are_one_line_errors(tiny_model, tmp_
     card.save(folder)
     with pytest.raises(SmartNetError, match="other features"):
         load_model(folder)
+
+
+def named_findings() -> NamedFindings:
+    """Three findings: a kept 8 mL subdural (p 0.9), a kept 2 mL epidural (p 0.6), a removed 30 mL one."""
+    probabilities = np.array([[0.1, 0.0, 0.0, 0.0, 0.0, 0.9],
+                              [0.4, 0.6, 0.0, 0.0, 0.0, 0.0],
+                              [0.8, 0.0, 0.1, 0.1, 0.0, 0.0]], np.float32)
+    return NamedFindings(probabilities, np.array([8.0, 2.0, 30.0], np.float32), np.array([True, True, False]))
+
+
+def test_case_features_read_the_kept_findings_only():
+    named = named_findings()
+    logit, ml, best, weighted = case_features(0.8, named, 0)  # any hemorrhage
+    assert logit == pytest.approx(np.log(4)) and ml == pytest.approx(np.log1p(10.0))
+    assert best == pytest.approx(0.9) and weighted == pytest.approx(np.log1p(8 * 0.9 + 2 * 0.6))
+    _, ml, best, weighted = case_features(0.5, named, 5)  # subdural: the 8 mL finding is named so
+    assert ml == pytest.approx(np.log1p(8.0)) and best == pytest.approx(0.9)
+    assert weighted == pytest.approx(np.log1p(8 * 0.9))
+    _, ml, best, weighted = case_features(0.5, named, 2)  # the removed finding's 0.1 counts for nothing
+    assert ml == 0 and best == 0 and weighted == 0
+    assert list(case_features(1.0, NamedFindings.none(), 0)[1:]) == [0, 0, 0]
+    assert np.isfinite(case_features(1.0, NamedFindings.none(), 0)[0])
+
+
+def test_case_probability_replaces_the_fitted_outputs_only():
+    classes = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+    case = CaseProbability.from_settings({"features": list(CASE_FEATURES), "outputs": {
+        "any": {"features": ["log_named_ml", "max_probability"], "weights": [1.5, 2.0], "bias": -4.0},
+        "subdural": {"features": ["network_logit"], "weights": [0.5], "bias": 0.25}}})
+    network = {"any": 0.95, **{c: 0.3 for c in classes}}
+    out = case.apply(network, named_findings(), classes)
+    z = -4.0 + 1.5 * np.log1p(10.0) + 2.0 * 0.9
+    assert out["any"] == pytest.approx(1 / (1 + np.exp(-z)))
+    assert out["subdural"] == pytest.approx(1 / (1 + np.exp(-(0.25 + 0.5 * np.log(0.3 / 0.7)))))
+    assert {c: out[c] for c in classes[:4]} == {c: 0.3 for c in classes[:4]}
+    nothing = case.apply(network, NamedFindings.none(), classes)["any"]  # sure network, no finding kept
+    assert nothing == pytest.approx(1 / (1 + np.exp(4.0))) and nothing < 0.05
+    with pytest.raises(ValueError, match="other features"):
+        CaseProbability.from_settings({"features": ["log_ml"], "outputs": {}})
+    with pytest.raises(ValueError, match="do not match"):
+        CaseProbability.from_settings({"outputs": {"any": {"features": ["x"], "weights": [1.0], "bias": 0}}})
+
+
+def test_analysis_reports_the_case_probability_and_keeps_the_networks(tiny_model, tmp_path):
+    from conftest import head_phantom
+    from SMARTNetLib.analysis.inference import Analyzer
+
+    model, card = load_model(tiny_model)
+    model.finding_classifier = fixed_classifier(4)
+    case = {"features": list(CASE_FEATURES),
+            "outputs": {"any": {"features": ["log_named_ml"], "weights": [0.0], "bias": -3.0},
+                        "subarachnoid": {"features": ["max_probability"], "weights": [10.0], "bias": -5.0}}}
+    card.findings = {"file": FINDINGS_FILE, "features": list(FEATURE_NAMES), "drop_probability": 1.01,
+                     "case_probability": case}
+    card.thresholds = {**card.thresholds, "segmentation": 0.0}  # a random tiny model: label everything
+    folder = save_model(model, card, tmp_path / "with-case")
+    loaded, loaded_card = load_model(folder)
+    assert loaded.finding_classifier.case is not None
+    analysis = Analyzer(loaded, loaded_card, torch.device("cpu")).analyze(head_phantom()[0], explain="gradcam")
+    named = analysis.named_findings
+    assert len(named.ml) >= 1 and named.kept.all()
+    assert analysis.ich_probability == pytest.approx(1 / (1 + np.exp(3.0)))
+    best = float(named.probabilities[:, 4].max())
+    assert analysis.probabilities["subarachnoid"] == pytest.approx(1 / (1 + np.exp(-(10 * best - 5))), rel=1e-5)
+    assert analysis.findings["subarachnoid"]["probability"] == round(analysis.probabilities["subarachnoid"], 4)
+    assert analysis.network_probabilities["epidural"] == analysis.probabilities["epidural"]
+    assert set(analysis.network_probabilities) == set(analysis.probabilities)
+    card_file = folder / "model.json"
+    broken = loaded_card.to_dict()
+    broken["findings"]["case_probability"] = {"outputs": {"any": {"features": ["network_logit"]}}}
+    card_file.write_text(json.dumps(broken))
+    with pytest.raises(SmartNetError, match="invalid case_probability") as err:
+        load_model(folder)
+    assert "model.json" in str(err.value)

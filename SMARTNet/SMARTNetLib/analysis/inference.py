@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,6 +26,9 @@ from SMARTNetLib.contracts.errors import SmartNetError
 from SMARTNetLib.contracts.model_card import ModelCard
 from SMARTNetLib.io.volume import from_canonical, head_width_mm, slice_axis_map, to_canonical, voxel_volume_ml
 from SMARTNetLib.model.network import SmartNet
+
+if TYPE_CHECKING:
+    from SMARTNetLib.model.finding_classifier import NamedFindings
 
 HEAD_WIDTH_LIMIT_MM = 260.0
 EXPLAIN_METHODS = ("gradcam", "hirescam", "activation", "none")
@@ -57,6 +61,8 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     familiarity: float | None = None  # reconstruction error of the input (higher = less like the training data)
     anatomy: anatomy_worker.AnatomyJob | None = None  # the head's frame, under way when something was segmented
+    network_probabilities: dict[str, float] | None = None  # the network's own, before the case probability
+    named_findings: NamedFindings | None = None  # what the finding classifier said of each finding
 
     @property
     def ich_probability(self) -> float:
@@ -134,11 +140,15 @@ class Analyzer:
         if anatomy is not None and not labels_canonical.any():
             anatomy.discard()
             anatomy = None
-        if self.model.finding_classifier is not None:
+        network_probabilities, named = probabilities, None
+        classifier = self.model.finding_classifier
+        if classifier is not None:
             values = np.array([c.label_value for c in self.classes])
-            labels_canonical = self.model.finding_classifier.relabel(
+            labels_canonical, named = classifier.name(
                 sitk.GetArrayViewFromImage(canonical), labels_canonical, confidence, canonical.GetSpacing()[::-1],
                 values)
+            if classifier.case is not None:  # the scan's probabilities from its named findings too
+                probabilities = classifier.case.apply(probabilities, named, list(self.card.classes))
             timing["findings"] = _lap(clock, timing)
 
         activations = {}
@@ -163,7 +173,7 @@ class Analyzer:
         timing["postprocess"] = _lap(clock, timing)
         report(1.0, "done")
         return Analysis(probabilities, [round(float(p), 4) for p in slice_probs], order, labels, activations,
-                        findings, timing, warnings, round(familiarity, 4), anatomy)
+                        findings, timing, warnings, round(familiarity, 4), anatomy, network_probabilities, named)
 
     def encode(self, image: sitk.Image) -> dict[str, torch.Tensor]:
         """Per-slice outputs of the 2D network (canonical inferior-to-superior order) plus ``volume``, the

@@ -6,9 +6,12 @@ a crescent (SDH), in the ventricles (IVH), in sulci and cisterns (SAH), in the p
 measures each connected finding of the label map on the canonical grid (HU, size, thickness, shape, distance
 to bone, what surrounds it, where it lies in the head, and the segmentation's own votes) and a small MLP
 (:class:`FindingNet`, trained by ``scripts/train_finding_classifier.py`` on the training generator) names it
-one subtype, or background when it is not a bleed. Hand-written on numpy/scipy because no library measures
-these anatomical features of a CT finding; the classifier is a plain torch module so that its weights load with
-``torch.load(..., weights_only=True)``.
+one subtype, or background when it is not a bleed. The scan's probabilities then follow from what remains
+(:class:`CaseProbability`, fitted by ``scripts/fit_case_probability.py``): a logistic regression per output over
+the network's own probability and the named findings' volume and probabilities. Hand-written on numpy/scipy
+because no library measures these anatomical features of a CT finding; the classifier is a plain torch module so
+that its weights load with ``torch.load(..., weights_only=True)``; the case probability is a few numbers in the
+card (fitted with scikit-learn, applied with numpy).
 """
 
 from __future__ import annotations
@@ -156,11 +159,75 @@ class FindingNet(nn.Module):
 
 
 @dataclass
+class NamedFindings:
+    """What the finding classifier said of each connected finding ``1..N`` of a label map."""
+
+    probabilities: np.ndarray  # (N, 1 + classes) softmax, background first
+    ml: np.ndarray  # (N,) volume in mL
+    kept: np.ndarray  # (N,) bool: not removed as background
+
+    @classmethod
+    def none(cls, classes: int = 5) -> NamedFindings:
+        return cls(np.zeros((0, classes + 1), np.float32), np.zeros(0, np.float32), np.zeros(0, bool))
+
+
+CASE_FEATURES = ("network_logit", "log_named_ml", "max_probability", "log_weighted_ml")
+
+
+def case_features(network_probability: float, named: NamedFindings, output: int) -> np.ndarray:
+    """The :data:`CASE_FEATURES` of one output of a scan: 0 = any hemorrhage, c = class c (1-based).
+
+    The network's probability as a logit; log(1 + mL) of the kept findings (for a class: those named that class);
+    the largest probability of the output among kept findings (any: 1 - background); and log(1 + the kept
+    findings' mL weighted by that probability)."""
+    p = float(np.clip(network_probability, 1e-4, 1 - 1e-4))
+    probs, ml = named.probabilities[named.kept], named.ml[named.kept]
+    if output == 0:
+        mine, score = np.ones(len(ml), bool), 1 - probs[:, 0]
+    else:
+        mine, score = np.argmax(probs[:, 1:], axis=1) == output - 1, probs[:, output]
+    return np.array([np.log(p / (1 - p)), np.log1p(ml[mine].sum()), score.max() if len(score) else 0.0,
+                     np.log1p((ml * score).sum())], dtype=np.float64)
+
+
+@dataclass
+class CaseProbability:
+    """Per output (``any`` and each class), a logistic regression over some of :data:`CASE_FEATURES`: the
+    scan's probability from the network's own and from the findings that the classifier kept."""
+
+    outputs: dict[str, dict]  # name -> {"features": [names], "weights": [...], "bias": b}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> CaseProbability:
+        if tuple(settings.get("features", CASE_FEATURES)) != CASE_FEATURES:
+            raise ValueError("the case probability was fitted on other features than this engine measures")
+        outputs = settings["outputs"]
+        for name, fit in outputs.items():
+            if len(fit["features"]) != len(fit["weights"]) or not set(fit["features"]) <= set(CASE_FEATURES):
+                raise ValueError(f"the case probability of {name!r} has features and weights that do not match")
+        return cls(outputs)
+
+    def apply(self, probabilities: dict[str, float], named: NamedFindings, classes: list[str]) -> dict[str, float]:
+        """``probabilities`` (the network's, by output name) with each fitted output replaced."""
+        out = dict(probabilities)
+        for name, fit in self.outputs.items():
+            if name not in probabilities:
+                continue
+            x = case_features(probabilities[name], named, 0 if name == "any" else classes.index(name) + 1)
+            z = float(fit["bias"]) + sum(float(w) * x[CASE_FEATURES.index(f)]
+                                         for f, w in zip(fit["features"], fit["weights"]))
+            out[name] = float(1 / (1 + np.exp(-z)))
+        return out
+
+
+@dataclass
 class FindingClassifier:
-    """A trained :class:`FindingNet` and the rule that applies it to a label map."""
+    """A trained :class:`FindingNet` and the rule that applies it to a label map; the scan's probabilities from
+    its findings when the card has a ``case_probability``."""
 
     net: FindingNet
     drop_probability: float = 1.01  # background probability above which a finding is removed (> 1: never)
+    case: CaseProbability | None = None
 
     @classmethod
     def load(cls, folder: str | Path, settings: dict) -> FindingClassifier:
@@ -178,7 +245,14 @@ class FindingClassifier:
         except Exception as err:  # missing, truncated or foreign files
             raise SmartNetError(f"cannot load the finding classifier: {str(err).splitlines()[0][:150]}",
                                 path) from None
-        return cls(net.eval(), float(settings.get("drop_probability", 1.01)))
+        case = None
+        if settings.get("case_probability"):
+            try:
+                case = CaseProbability.from_settings(settings["case_probability"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise SmartNetError(f"invalid case_probability in the card's findings: {err}",
+                                    Path(folder) / "model.json") from None
+        return cls(net.eval(), float(settings.get("drop_probability", 1.01)), case)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, 1 + classes) softmax probabilities (background first)."""
@@ -189,15 +263,24 @@ class FindingClassifier:
                 values: np.ndarray) -> np.ndarray:
         """The label map with every finding given one class (``values[c]`` is class c's label value), and
         findings that are most likely not bleeds removed (when the card sets ``drop_probability``)."""
+        return self.name(hu, labels, confidence, spacing_zyx, values)[0]
+
+    def name(self, hu: np.ndarray, labels: np.ndarray, confidence: np.ndarray, spacing_zyx,
+             values: np.ndarray) -> tuple[np.ndarray, NamedFindings]:
+        """:meth:`relabel`'s label map and what was said of each finding."""
         components, count = find_components(labels)
         if count == 0:
-            return labels
+            return labels, NamedFindings.none(len(values))
         features = component_features(hu, labels, confidence, spacing_zyx, components, count)
-        return self.relabel_components(components, features, values).astype(labels.dtype)
+        probs = self.probabilities(features)
+        ml = np.exp(features[:, FEATURE_NAMES.index("log_ml")])  # each finding's volume, as measured
+        named = NamedFindings(probs, ml.astype(np.float32), probs[:, 0] <= self.drop_probability)
+        return self.relabel_components(components, features, values, probs).astype(labels.dtype), named
 
-    def relabel_components(self, components: np.ndarray, features: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def relabel_components(self, components: np.ndarray, features: np.ndarray, values: np.ndarray,
+                           probs: np.ndarray | None = None) -> np.ndarray:
         """The label map of ``components`` (findings 1..N with ``features`` (N, F)): each finding its most likely
         class's label value, 0 where background is more likely than ``drop_probability``."""
-        probs = self.probabilities(features)
+        probs = self.probabilities(features) if probs is None else probs
         names = np.where(probs[:, 0] > self.drop_probability, 0, values[np.argmax(probs[:, 1:], axis=1)])
         return np.concatenate([[0], names]).astype(np.uint8)[components]
