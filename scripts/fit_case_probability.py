@@ -13,15 +13,17 @@ generator and the selection set are never looked at. Writes ``findings.case_prob
 ``--feature-sets`` narrows the choice (``both`` keeps the network's logit in every output) and ``--outputs`` fits
 some outputs only, the others keeping the network's probability. Release 2.6.0 fits the five subtypes with
 ``--feature-sets both``: fitted for ``any`` too (the findings alone, or with the network's logit), the training
-generator's test AUC fell by more than 0.01 (README, "The bundled model").
+generator's test AUC fell by more than 0.01 (README, "The bundled model"). With ``--outputs``, the card's other
+fitted outputs are kept; each output records the command that fitted it.
 
     python scripts/fit_case_probability.py MODEL_DIR [--n 300] [--seed 810000] [--host diverse] [--cache DIR]
-        [--feature-sets both findings network] [--outputs any epidural ...]
+        [--feature-sets both findings network] [--outputs any epidural ...] [--sources procedural real]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -65,6 +67,14 @@ def case_record(analyzer: Analyzer, ct: sitk.Image | None, label: sitk.Image | N
     return record
 
 
+def case_host(cache: Path | None, key: str, seed: int, host: str) -> str:
+    """Which source ``make_case`` drew for a seed (read from the cached volume's info when there is one)."""
+    info = cache / f"{key}.json" if cache else None
+    if info is not None and info.is_file():
+        return json.loads(info.read_text())["host"]
+    return make_case(seed, size="full", host=host, style="randomised")[2]["host"]
+
+
 def fit_output(x: np.ndarray, y: np.ndarray, network: np.ndarray, feature_sets: list[str]) -> dict:
     """The feature set (of ``feature_sets``) and strength with the least cross-validated log-loss, refitted on
     all cases."""
@@ -101,6 +111,8 @@ def main() -> None:
                         help="feature sets to choose from (both: the network's logit is always kept)")
     parser.add_argument("--outputs", nargs="+", help="the outputs to fit (default: any and every class); the "
                         "others keep the network's probability")
+    parser.add_argument("--sources", nargs="+", choices=("procedural", "real", "labelmap"),
+                        help="fit on the cases of these sources only (default: all)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     start = time.time()
@@ -112,7 +124,7 @@ def main() -> None:
     if set(names) - set(card.output_names):
         sys.exit(f"{args.model}: no output {sorted(set(names) - set(card.output_names))} (outputs: "
                  f"{', '.join(card.output_names)})")
-    records = []
+    records, hosts = [], []
     for i in range(args.n):
         seed = args.seed + i
         key = f"fc-{seed}" if args.host == "mixed" else f"fc-{args.host}-{seed}"  # train_finding_classifier's
@@ -122,8 +134,12 @@ def main() -> None:
             ct, label, _ = cached(args.cache, key,
                                   lambda s=seed: make_case(s, size="full", host=args.host, style="randomised"))
         records.append(case_record(analyzer, ct, label, store))
+        hosts.append(case_host(args.cache, key, seed, args.host))
         print(f"[{time.time() - start:6.1f}s] case {i + 1}/{args.n}: network p {records[-1]['network'][0]:.3f}, "
               f"{int(records[-1]['kept'].sum())} findings kept", flush=True)
+    if args.sources:
+        records = [r for r, h in zip(records, hosts) if h in args.sources]
+        print(f"{len(records)} cases from {', '.join(args.sources)}", flush=True)
     outputs = {}
     for name in names:
         index = card.output_names.index(name)
@@ -133,16 +149,25 @@ def main() -> None:
         y = np.array([bool(r["present"].any() if output == 0 else r["present"][output - 1]) for r in records])
         outputs[name] = fit_output(x, y, np.array([r["network"][index] for r in records]), args.feature_sets)
         print(f"{name}: {outputs[name]}", flush=True)
+    command = "python scripts/fit_case_probability.py " + " ".join(sys.argv[1:])
+    data = {"generator": f"SMARTNetLib.synthetic.make_case(style='randomised', size='full', host='{args.host}')",
+            "seeds": [args.seed, args.seed + args.n - 1], "sources": args.sources or "all", "cases": len(records),
+            "positives": int(sum(r["present"].any() for r in records))}
+    for fit in outputs.values():
+        fit["command"], fit["data"] = command, data
     saved = ModelCard.load(args.model)
+    earlier = saved.findings.get("case_probability") or {}
+    if args.outputs and earlier.get("outputs"):  # some outputs refitted: the others stay as they were
+        outputs = {**earlier["outputs"], **outputs}
+        commands = earlier.get("commands", [earlier.get("command")]) + [command]
+        data = earlier.get("data", data)  # the first fit's; each output has its own
+    else:
+        commands = [command]
     saved.findings["case_probability"] = {
         "method": "per output, logistic regression over the network's calibrated logit and the kept findings "
                   "(finding_classifier.CaseProbability); features and strength by 5-fold cross-validated log-loss",
-        "features": list(CASE_FEATURES), "outputs": outputs,
-        "data": {"generator": f"SMARTNetLib.synthetic.make_case(style='randomised', size='full', host='{args.host}')",
-                 "seeds": [args.seed, args.seed + args.n - 1], "cases": len(records),
-                 "positives": int(sum(r["present"].any() for r in records))},
-        "command": "python scripts/fit_case_probability.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d")}
+        "features": list(CASE_FEATURES), "outputs": outputs, "data": data, "command": commands[0],
+        "commands": commands, "date": time.strftime("%Y-%m-%d")}
     saved.save(args.model)
     print(f"[{time.time() - start:6.1f}s] saved the case probability in {args.model / 'model.json'}")
 
