@@ -76,6 +76,9 @@ def test_demo_analyzes_the_bundled_sample(tmp_path):
     jsonschema.validate(report, json.loads(REPORT_SCHEMA.read_text(encoding="utf-8")))  # clinical measures included
     assert report["clinical"]["midline_shift"]["measurable"] and report["clinical"]["location_intraparenchymal"]
     assert report["ich_probability"] > 0.5  # the sample has a 32 mL subdural and a 24 mL intraparenchymal bleed
+    # 2.6.0's case probability reads the named findings: intraparenchymal 0.88 (the network's own 0.37)
+    subtypes = {name: finding["probability"] for name, finding in report["findings"].items()}
+    assert subtypes["intraparenchymal"] > 0.5 and subtypes["intraparenchymal"] == max(subtypes.values()), subtypes
     predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz"))) > 0
     assert dice(predicted, sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_TRUTH))) > 0) > 0.2  # found where it is
     text = run_cli("demo", "--output-dir", str(tmp_path / "demo2"), "--no-report")
