@@ -39,7 +39,6 @@ from evaluate_model import cached  # noqa: E402  (one cache format for generated
 
 from SMARTNetLib.analysis.inference import Analyzer, resolve_device  # noqa: E402
 from SMARTNetLib.analysis.metrics import calibration_error  # noqa: E402
-from SMARTNetLib.contracts.classes import SUBTYPES  # noqa: E402
 from SMARTNetLib.contracts.model_card import ModelCard  # noqa: E402
 from SMARTNetLib.model.finding_classifier import CASE_FEATURES, NamedFindings, case_features  # noqa: E402
 from SMARTNetLib.model.store import load_model  # noqa: E402
@@ -59,7 +58,7 @@ def case_record(analyzer: Analyzer, ct: sitk.Image | None, label: sitk.Image | N
     named = analysis.named_findings or NamedFindings.none()
     record = {"network": np.array([analysis.network_probabilities[n] for n in analyzer.card.output_names]),
               "probabilities": named.probabilities, "ml": named.ml, "kept": named.kept,
-              "present": np.array([(truth == c.label_value).any() for c in SUBTYPES])}
+              "present": np.array([(truth == c.label_value).any() for c in analyzer.classes])}
     if store is not None:
         tmp = store.with_name(f".{store.stem}.tmp.npz")
         np.savez_compressed(tmp, **record)
@@ -67,12 +66,10 @@ def case_record(analyzer: Analyzer, ct: sitk.Image | None, label: sitk.Image | N
     return record
 
 
-def case_host(cache: Path | None, key: str, seed: int, host: str) -> str:
-    """Which source ``make_case`` drew for a seed (read from the cached volume's info when there is one)."""
+def cached_host(cache: Path | None, key: str) -> str | None:
+    """Which source ``make_case`` drew for a cached volume (its info file), None when it is not cached."""
     info = cache / f"{key}.json" if cache else None
-    if info is not None and info.is_file():
-        return json.loads(info.read_text())["host"]
-    return make_case(seed, size="full", host=host, style="randomised")[2]["host"]
+    return json.loads(info.read_text())["host"] if info is not None and info.is_file() else None
 
 
 def fit_output(x: np.ndarray, y: np.ndarray, network: np.ndarray, feature_sets: list[str]) -> dict:
@@ -130,11 +127,13 @@ def main() -> None:
         key = f"fc-{seed}" if args.host == "mixed" else f"fc-{args.host}-{seed}"  # train_finding_classifier's
         store = args.cache / f"case-{key}-{card.name}-{card.version}.npz" if args.cache else None
         ct = label = None
-        if store is None or not store.is_file():
-            ct, label, _ = cached(args.cache, key,
-                                  lambda s=seed: make_case(s, size="full", host=args.host, style="randomised"))
+        host = cached_host(args.cache, key)
+        if store is None or not store.is_file() or host is None:
+            ct, label, info = cached(args.cache, key,
+                                     lambda s=seed: make_case(s, size="full", host=args.host, style="randomised"))
+            host = info["host"]
         records.append(case_record(analyzer, ct, label, store))
-        hosts.append(case_host(args.cache, key, seed, args.host))
+        hosts.append(host)
         print(f"[{time.time() - start:6.1f}s] case {i + 1}/{args.n}: network p {records[-1]['network'][0]:.3f}, "
               f"{int(records[-1]['kept'].sum())} findings kept", flush=True)
     if args.sources:
