@@ -11,7 +11,7 @@ measure the model that was chosen.
 
 Writes ``benchmarks/results/selection.json`` (``--output``): per model and source, the figures of
 ``evaluate_model.set_metrics`` (AUC, sensitivity, specificity, false-positive volume, Dice, finding-level subtype
-accuracy, volume error, pointing game, calibration error).
+accuracy, volume error, pointing game, calibration error), and each volume's row.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def main() -> None:
         threshold = float(card.thresholds.get("classification", 0.5))
         sources = {"all": rows, **{h: [r for r in rows if r["host"] == h] for h in sorted({r["host"] for r in rows})}}
         models[name] = {"version": card.version,
-                        "sources": {h: set_metrics(r, threshold) for h, r in sources.items()}}
+                        "sources": {h: set_metrics(r, threshold) for h, r in sources.items()},
+                        "cases": rows}  # per volume, as evaluate_model.py keeps them: for analyses after the fact
         for source, figures in models[name]["sources"].items():
             print(f"[{time.time() - start:6.1f}s] {name} {card.version} {source} ({figures['cases']}): "
                   + ", ".join(f"{k} {figures.get(k)}" for k in SHOWN), flush=True)

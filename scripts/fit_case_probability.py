@@ -4,9 +4,9 @@ The network's volume classifier calls a scan positive from the whole volume; the
 findings that are not bleeds. Where the two disagree (a network sure of blood in a scan whose every finding was
 removed), the scan's probability should follow the findings too. Per output (``any`` and each class) this fits a
 logistic regression over :data:`CASE_FEATURES` (the network's calibrated logit; the kept findings' mL, their
-largest probability, their probability-weighted mL) on ``make_case(seed, size="full", host=HOST,
-style="randomised")`` volumes from seeds that the model's network, calibration and finding classifier never saw
-(``--seed``; 810000+ with ``--host diverse`` are unused by release 2.1.0, whose finding classifier saw
+largest probability, their probability-weighted mL; the removed findings' mL) on ``make_case(seed, size="full",
+host=HOST, style="randomised")`` volumes from seeds that the model's network, calibration and finding classifier
+never saw (``--seed``; 810000+ with ``--host diverse`` are unused by release 2.1.0, whose finding classifier saw
 ``host="mixed"`` volumes of those seeds, other volumes). Which features (the network's alone, the findings' alone,
 or both) and the regularisation come from 5-fold cross-validated log-loss on these volumes alone; the held-out
 generator and the selection set are never looked at. Writes ``findings.case_probability`` into the card.
@@ -14,10 +14,14 @@ generator and the selection set are never looked at. Writes ``findings.case_prob
 some outputs only, the others keeping the network's probability. Release 2.6.0 fits the five subtypes with
 ``--feature-sets both``: fitted for ``any`` too (the findings alone, or with the network's logit), the training
 generator's test AUC fell by more than 0.01 (README, "The bundled model"). With ``--outputs``, the card's other
-fitted outputs are kept; each output records the command that fitted it.
+fitted outputs are kept; each output records the command that fitted it. ``--sources`` skips the other sources'
+seeds before they are made; ``--plain N`` adds N volumes of the releases' plain style (the in-generator test set's
+style, seeds ``--plain-seed`` on). Feature sets: ``network``, ``findings`` (the kept findings), ``both`` (the two:
+release 2.6.0's) and ``all`` (``both`` and the removed findings' mL).
 
     python scripts/fit_case_probability.py MODEL_DIR [--n 300] [--seed 810000] [--host diverse] [--cache DIR]
-        [--feature-sets both findings network] [--outputs any epidural ...] [--sources procedural real]
+        [--feature-sets all both findings network] [--outputs any epidural ...] [--sources procedural real]
+        [--plain 100] [--plain-seed 820000]
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ from SMARTNetLib.contracts.model_card import ModelCard  # noqa: E402
 from SMARTNetLib.model.finding_classifier import CASE_FEATURES, NamedFindings, case_features  # noqa: E402
 from SMARTNetLib.model.store import load_model  # noqa: E402
 from SMARTNetLib.synthetic import make_case  # noqa: E402
+from SMARTNetLib.synthetic.dataset import case_source  # noqa: E402
 
-FEATURE_SETS = {"network": CASE_FEATURES[:1], "findings": CASE_FEATURES[1:], "both": CASE_FEATURES}
+# "both" is release 2.6.0's: the network's logit and the kept findings; "all" adds the removed findings' mL
+FEATURE_SETS = {"network": CASE_FEATURES[:1], "findings": CASE_FEATURES[1:4], "both": CASE_FEATURES[:4],
+                "all": CASE_FEATURES}
 STRENGTHS = (0.1, 1.0, 10.0)  # scikit-learn's C: inverse regularisation
 
 
@@ -110,6 +117,9 @@ def main() -> None:
                         "others keep the network's probability")
     parser.add_argument("--sources", nargs="+", choices=("procedural", "real", "labelmap"),
                         help="fit on the cases of these sources only (default: all)")
+    parser.add_argument("--plain", type=int, default=0, help="also this many volumes of the releases' plain style "
+                        "(the in-generator test set's: make_case(host='mixed', style='plain'))")
+    parser.add_argument("--plain-seed", type=int, default=820000)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     start = time.time()
@@ -122,23 +132,29 @@ def main() -> None:
         sys.exit(f"{args.model}: no output {sorted(set(names) - set(card.output_names))} (outputs: "
                  f"{', '.join(card.output_names)})")
     records, hosts = [], []
-    for i in range(args.n):
-        seed = args.seed + i
-        key = f"fc-{seed}" if args.host == "mixed" else f"fc-{args.host}-{seed}"  # train_finding_classifier's
+    wanted = [(args.seed + i, f"fc-{args.seed + i}" if args.host == "mixed" else f"fc-{args.host}-{args.seed + i}",
+               args.host, "randomised") for i in range(args.n)]  # the keys: train_finding_classifier's
+    wanted += [(args.plain_seed + i, f"plain-{args.plain_seed + i}", "mixed", "plain") for i in range(args.plain)]
+    for number, (seed, key, host_of, style) in enumerate(wanted, 1):
+        if args.sources and style == "randomised" and case_source(seed, host_of) not in args.sources \
+                and case_source(seed, host_of) != "real":  # a real head that is not installed becomes procedural
+            continue  # not made at all: another source
         store = args.cache / f"case-{key}-{card.name}-{card.version}.npz" if args.cache else None
         ct = label = None
         host = cached_host(args.cache, key)
         if store is None or not store.is_file() or host is None:
             ct, label, info = cached(args.cache, key,
-                                     lambda s=seed: make_case(s, size="full", host=args.host, style="randomised"))
+                                     lambda s=seed, h=host_of, y=style: make_case(s, size="full", host=h, style=y))
             host = info["host"]
+        if args.sources and style == "randomised" and host not in args.sources:
+            continue
         records.append(case_record(analyzer, ct, label, store))
         hosts.append(host)
-        print(f"[{time.time() - start:6.1f}s] case {i + 1}/{args.n}: network p {records[-1]['network'][0]:.3f}, "
-              f"{int(records[-1]['kept'].sum())} findings kept", flush=True)
+        print(f"[{time.time() - start:6.1f}s] case {number}/{len(wanted)} ({style}, {host}): network p "
+              f"{records[-1]['network'][0]:.3f}, {int(records[-1]['kept'].sum())} findings kept", flush=True)
     if args.sources:
-        records = [r for r, h in zip(records, hosts) if h in args.sources]
-        print(f"{len(records)} cases from {', '.join(args.sources)}", flush=True)
+        print(f"{len(records)} cases: {', '.join(args.sources)}"
+              + (f", {args.plain} of the plain style" if args.plain else ""), flush=True)
     outputs = {}
     for name in names:
         index = card.output_names.index(name)
@@ -152,6 +168,9 @@ def main() -> None:
     data = {"generator": f"SMARTNetLib.synthetic.make_case(style='randomised', size='full', host='{args.host}')",
             "seeds": [args.seed, args.seed + args.n - 1], "sources": args.sources or "all", "cases": len(records),
             "positives": int(sum(r["present"].any() for r in records))}
+    if args.plain:
+        data["plain"] = {"generator": "SMARTNetLib.synthetic.make_case(style='plain', size='full', host='mixed')",
+                         "seeds": [args.plain_seed, args.plain_seed + args.plain - 1]}
     for fit in outputs.values():
         fit["command"], fit["data"] = command, data
     saved = ModelCard.load(args.model)

@@ -113,3 +113,22 @@ def test_anatomy_found_beside_the_analysis_gives_the_same_clinical_measures():
     air = sitk.Image(ct.GetSize(), sitk.sitkInt16) - 1000
     air.CopyInformation(ct)
     assert analyzer.analyze(air, explain="none", find_anatomy=True).anatomy is None
+
+
+def test_the_frame_is_smoothed_where_the_searches_read_it_exactly_as_a_whole(real_head):
+    """The plane frame is smoothed only on the levels with rows deep below the inner table (and the falx levels
+    beside them): there, the same values as smoothing every level."""
+    from scipy import ndimage
+
+    from SMARTNetLib.analysis.midline import FALX_LEVELS, MIN_DEPTH_MM, SMOOTH_SIGMA, FrameImage
+
+    anatomy = find_head_anatomy(real_head)
+    frame = sitk.GetArrayFromImage(anatomy.frame)
+    image = FrameImage.of(frame)
+    deep = np.flatnonzero((image.depth[:, :, int(image.centre_i)] > MIN_DEPTH_MM).any(axis=1))
+    used = np.arange(max(deep[0] - FALX_LEVELS, 0), min(deep[-1] + FALX_LEVELS + 1, frame.shape[0]))
+    assert 0 < len(used) < frame.shape[0]  # the real head covers part of the frame's levels
+    whole = ndimage.gaussian_filter(frame, sigma=SMOOTH_SIGMA)
+    assert np.array_equal(image.smooth[used], whole[used])
+    assert not np.delete(image.smooth, used, axis=0).any()
+    assert anatomy.septum_level in used

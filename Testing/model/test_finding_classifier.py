@@ -132,15 +132,17 @@ def named_findings() -> NamedFindings:
 
 def test_case_features_read_the_kept_findings_only():
     named = named_findings()
-    logit, ml, best, weighted = case_features(0.8, named, 0)  # any hemorrhage
+    logit, ml, best, weighted, removed = case_features(0.8, named, 0)  # any hemorrhage
     assert logit == pytest.approx(np.log(4)) and ml == pytest.approx(np.log1p(10.0))
     assert best == pytest.approx(0.9) and weighted == pytest.approx(np.log1p(8 * 0.9 + 2 * 0.6))
-    _, ml, best, weighted = case_features(0.5, named, 5)  # subdural: the 8 mL finding is named so
+    assert removed == pytest.approx(np.log1p(30.0))  # the removed finding counts here only
+    _, ml, best, weighted, removed = case_features(0.5, named, 5)  # subdural: the 8 mL finding is named so
     assert ml == pytest.approx(np.log1p(8.0)) and best == pytest.approx(0.9)
-    assert weighted == pytest.approx(np.log1p(8 * 0.9))
-    _, ml, best, weighted = case_features(0.5, named, 2)  # the removed finding's 0.1 counts for nothing
-    assert ml == 0 and best == 0 and weighted == 0
-    assert list(case_features(1.0, NamedFindings.none(), 0)[1:]) == [0, 0, 0]
+    assert weighted == pytest.approx(np.log1p(8 * 0.9)) and removed == 0
+    _, ml, best, weighted, removed = case_features(0.5, named, 2)  # the removed finding's 0.1 counts only as
+    assert ml == 0 and best == 0 and weighted == 0  # removed, where IPH is its most likely subtype (a tie: first)
+    assert removed == pytest.approx(np.log1p(30.0)) and case_features(0.5, named, 3)[4] == 0
+    assert list(case_features(1.0, NamedFindings.none(), 0)[1:]) == [0, 0, 0, 0]
     assert np.isfinite(case_features(1.0, NamedFindings.none(), 0)[0])
 
 
@@ -161,6 +163,19 @@ def test_case_probability_replaces_the_fitted_outputs_only():
         CaseProbability.from_settings({"features": ["log_ml"], "outputs": {}})
     with pytest.raises(ValueError, match="do not match"):
         CaseProbability.from_settings({"outputs": {"any": {"features": ["x"], "weights": [1.0], "bias": 0}}})
+
+
+def test_subtypes_at_most_any_caps_every_subtype_and_leaves_any():
+    classes = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+    outputs = {"subdural": {"features": ["max_probability"], "weights": [6.0], "bias": 0.0}}  # p(0.9 * 6) = 0.996
+    network = {"any": 0.4, "epidural": 0.7, "intraparenchymal": 0.1, "intraventricular": 0.2, "subarachnoid": 0.3,
+               "subdural": 0.2}
+    plain = CaseProbability.from_settings({"outputs": outputs}).apply(network, named_findings(), classes)
+    assert plain["subdural"] > 0.99 and plain["epidural"] == 0.7  # off by default: what 2.6.0's card says
+    capped = CaseProbability.from_settings({"outputs": outputs, "subtypes_at_most_any": True}).apply(
+        network, named_findings(), classes)
+    assert capped["any"] == 0.4 and capped["subdural"] == 0.4 and capped["epidural"] == 0.4
+    assert (capped["intraparenchymal"], capped["intraventricular"], capped["subarachnoid"]) == (0.1, 0.2, 0.3)
 
 
 def test_analysis_reports_the_case_probability_and_keeps_the_networks(tiny_model, tmp_path):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from SMARTNetLib.synthetic import make_case, write_dataset
+from SMARTNetLib.synthetic import load_real_head, make_case, write_dataset
+from SMARTNetLib.synthetic.dataset import case_source
 
 
 def test_labelmap_host_gives_the_requested_bleed_from_the_other_generator():
@@ -27,3 +28,7 @@ def test_diverse_host_draws_every_source_and_writes_a_datalist(tmp_path):
     datalist = json.loads((tmp_path / "datalist.json").read_text())
     assert len(datalist["training"]) == 9 and len(datalist["validation"]) == 3
     assert 0 < summary["negatives"] < 12  # about NEGATIVE_FRACTION of them
+    real_head = load_real_head() is not None
+    for entry in datalist["training"] + datalist["validation"]:  # known before the case is made
+        drawn = case_source(entry["seed"], "diverse")
+        assert entry["host"] == (drawn if real_head or drawn != "real" else "procedural")

@@ -130,6 +130,25 @@ def _enclosed(bone: np.ndarray) -> np.ndarray:
     return inside & ~bone
 
 
+SMOOTH_SIGMA = (0.5, 2.5 / ALONG_MM, 0.5 / ACROSS_MM)  # levels, rows, across (voxels)
+
+
+def _smoothed(frame: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """``frame`` smoothed by :data:`SMOOTH_SIGMA` on the levels the searches read (those with rows deep below the
+    inner table, and ``FALX_LEVELS`` either side), exactly as smoothing it all would give them; 0 elsewhere. A
+    head CT covers about half of the frame's levels: this halves the smoothing."""
+    smooth = np.zeros_like(frame)
+    deep = np.flatnonzero((depth[:, :, (depth.shape[2] - 1) // 2] > MIN_DEPTH_MM).any(axis=1))
+    if not deep.size:
+        return smooth
+    radius = int(4.0 * SMOOTH_SIGMA[0] + 0.5)  # scipy's reach along levels (truncate=4)
+    lo, hi = max(deep[0] - FALX_LEVELS, 0), min(deep[-1] + FALX_LEVELS + 1, frame.shape[0])
+    start, stop = max(lo - radius, 0), min(hi + radius, frame.shape[0])
+    block = ndimage.gaussian_filter(frame[start:stop], sigma=SMOOTH_SIGMA)
+    smooth[lo:hi] = block[lo - start:hi - start]
+    return smooth
+
+
 @dataclass
 class FrameImage:
     """A plane-frame array (k, j, i) with what the searches need: smoothed along the midline, depth below the
@@ -147,8 +166,7 @@ class FrameImage:
             if bone[k].sum() > 100:
                 depth[k] = np.where(_enclosed(bone[k]),
                                     distance_to(bone[k], (ALONG_MM, ACROSS_MM)), 0)
-        smooth = ndimage.gaussian_filter(frame, sigma=(0.5, 2.5 / ALONG_MM, 0.5 / ACROSS_MM))
-        return cls(smooth, depth, _csf_threshold(frame, depth > MIN_DEPTH_MM))
+        return cls(_smoothed(frame, depth), depth, _csf_threshold(frame, depth > MIN_DEPTH_MM))
 
     @property
     def centre_i(self) -> float:

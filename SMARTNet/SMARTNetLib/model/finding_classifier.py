@@ -171,23 +171,27 @@ class NamedFindings:
         return cls(np.zeros((0, classes + 1), np.float32), np.zeros(0, np.float32), np.zeros(0, bool))
 
 
-CASE_FEATURES = ("network_logit", "log_named_ml", "max_probability", "log_weighted_ml")
+CASE_FEATURES = ("network_logit", "log_named_ml", "max_probability", "log_weighted_ml", "log_removed_ml")
 
 
 def case_features(network_probability: float, named: NamedFindings, output: int) -> np.ndarray:
     """The :data:`CASE_FEATURES` of one output of a scan: 0 = any hemorrhage, c = class c (1-based).
 
     The network's probability as a logit; log(1 + mL) of the kept findings (for a class: those named that class);
-    the largest probability of the output among kept findings (any: 1 - background); and log(1 + the kept
-    findings' mL weighted by that probability)."""
+    the largest probability of the output among kept findings (any: 1 - background); log(1 + the kept
+    findings' mL weighted by that probability); and log(1 + mL) of the findings the classifier removed (for a
+    class: those whose most likely subtype it is), so that a scan whose only finding was removed is not a clean
+    negative."""
     p = float(np.clip(network_probability, 1e-4, 1 - 1e-4))
     probs, ml = named.probabilities[named.kept], named.ml[named.kept]
     if output == 0:
         mine, score = np.ones(len(ml), bool), 1 - probs[:, 0]
     else:
         mine, score = np.argmax(probs[:, 1:], axis=1) == output - 1, probs[:, output]
+    removed = ~named.kept
+    removed_mine = removed if output == 0 else removed & (np.argmax(named.probabilities[:, 1:], axis=1) == output - 1)
     return np.array([np.log(p / (1 - p)), np.log1p(ml[mine].sum()), score.max() if len(score) else 0.0,
-                     np.log1p((ml * score).sum())], dtype=np.float64)
+                     np.log1p((ml * score).sum()), np.log1p(named.ml[removed_mine].sum())], dtype=np.float64)
 
 
 @dataclass
@@ -196,19 +200,22 @@ class CaseProbability:
     scan's probability from the network's own and from the findings that the classifier kept."""
 
     outputs: dict[str, dict]  # name -> {"features": [names], "weights": [...], "bias": b}
+    subtypes_at_most_any: bool = False  # no subtype more probable than any hemorrhage (the card's setting)
 
     @classmethod
     def from_settings(cls, settings: dict) -> CaseProbability:
-        if tuple(settings.get("features", CASE_FEATURES)) != CASE_FEATURES:
+        if not set(settings.get("features", CASE_FEATURES)) <= set(CASE_FEATURES):  # earlier cards: fewer
             raise ValueError("the case probability was fitted on other features than this engine measures")
         outputs = settings["outputs"]
         for name, fit in outputs.items():
             if len(fit["features"]) != len(fit["weights"]) or not set(fit["features"]) <= set(CASE_FEATURES):
                 raise ValueError(f"the case probability of {name!r} has features and weights that do not match")
-        return cls(outputs)
+        return cls(outputs, bool(settings.get("subtypes_at_most_any", False)))
 
     def apply(self, probabilities: dict[str, float], named: NamedFindings, classes: list[str]) -> dict[str, float]:
-        """``probabilities`` (the network's, by output name) with each fitted output replaced."""
+        """``probabilities`` (the network's, by output name) with each fitted output replaced; with
+        ``subtypes_at_most_any``, each subtype's at most the any-hemorrhage probability (a bleed of one subtype is
+        a bleed: the fits, one per output, do not know it)."""
         out = dict(probabilities)
         for name, fit in self.outputs.items():
             if name not in probabilities:
@@ -217,6 +224,8 @@ class CaseProbability:
             z = float(fit["bias"]) + sum(float(w) * x[CASE_FEATURES.index(f)]
                                          for f, w in zip(fit["features"], fit["weights"]))
             out[name] = float(1 / (1 + np.exp(-z)))
+        if self.subtypes_at_most_any and "any" in out:
+            out.update({name: min(p, out["any"]) for name, p in out.items() if name != "any"})
         return out
 
 

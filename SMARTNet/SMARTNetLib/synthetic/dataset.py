@@ -30,6 +30,28 @@ def label_volumes_ml(label: sitk.Image) -> dict[str, float]:
     return {c.name: round(float(counts[c.label_value]) * voxel_ml, 3) for c in SUBTYPES if counts[c.label_value]}
 
 
+def _case_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
+
+
+def _draw_source(rng: np.random.Generator, host: str) -> str:
+    """The source a case of ``host`` is drawn from: the first draw of the case's stream for ``mixed`` and
+    ``diverse``."""
+    if host not in HOSTS:
+        raise ValueError(f"host must be one of {HOSTS}, not {host!r}")
+    if host == "mixed":
+        return "real" if rng.random() < 0.3 else "procedural"
+    if host == "diverse":
+        return str(rng.choice(list(DIVERSE_SHARES), p=list(DIVERSE_SHARES.values())))
+    return host
+
+
+def case_source(seed: int, host: str) -> str:
+    """The source ``make_case(seed, host=host)`` draws its head from, without making it (``real`` falls back to
+    ``procedural`` when the real head is not installed): a script that wants some sources only skips the others."""
+    return _draw_source(_case_rng(seed), host)
+
+
 def _choose_subtypes(rng: np.random.Generator, subtypes: list[str] | None) -> list[str]:
     if subtypes is not None:
         subtypes = [class_from_segment_name(s) or s for s in subtypes]  # also "SDH", "subdural hematoma"
@@ -58,17 +80,12 @@ def make_case(seed: int, size: str = "small", subtypes: list[str] | None = None,
     >>> info["subtypes"]
     ['subdural']
     """
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
-    if host not in HOSTS:
-        raise ValueError(f"host must be one of {HOSTS}, not {host!r}")
+    rng = _case_rng(seed)
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, not {style!r}")
     # randomisation draws from its own stream, so a seed's anatomy and bleeds are the same in both styles
     extra = np.random.default_rng(np.random.SeedSequence([int(seed), 31337])) if style == "randomised" else None
-    if host == "mixed":
-        host = "real" if rng.random() < 0.3 else "procedural"
-    elif host == "diverse":
-        host = str(rng.choice(list(DIVERSE_SHARES), p=list(DIVERSE_SHARES.values())))
+    host = _draw_source(rng, host)
     if host == "labelmap":
         from SMARTNetLib.synthetic.labelmap_heads import make_labelmap_case
 
