@@ -12,6 +12,7 @@ the machine's speed at the time; memory there is the peak of the engine and its 
 together (``peak_tree_rss_mb``; ``peak_rss_mb`` is the engine process's own).
 
     python benchmarks/analyze.py [--model NAME|DIR] [--repeats 3] [--output benchmarks/results/analyze.json]
+    OMP_NUM_THREADS=1 python benchmarks/analyze.py --served-only --warm-requests 8 --output build/served-1t.json
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ def main() -> None:
     parser.add_argument("--warm-requests", type=int, default=10)
     parser.add_argument("--batch", type=int, default=8, help="volumes in the batch run")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "analyze.json")
+    parser.add_argument("--served-only", action="store_true", help="only the served requests of the three heads "
+                        "(a quick comparison, e.g. under another OMP_NUM_THREADS; give it its own --output)")
     args = parser.parse_args()
 
     from SMARTNetLib.contracts.files import write_json_atomic
@@ -231,6 +234,23 @@ def main() -> None:
         ct = head_ct(tmp / "head512.nii.gz")
         model = args.model or (DEFAULT_MODEL if any(m.name == DEFAULT_MODEL for m in list_models())
                                else str(default_model(tmp)))
+        if args.served_only:
+            served = {"geometric_head": warm_requests(ct, model, tmp, args.warm_requests)}
+            (tmp / "sample").mkdir()
+            served["sample_head"] = warm_requests(SAMPLE_HEAD, model, tmp / "sample", args.warm_requests)
+            real = real_head_file(tmp)
+            if real is not None:
+                (tmp / "real").mkdir()
+                served["real_head"] = warm_requests(real, model, tmp / "real", args.warm_requests)
+            write_json_atomic(args.output, {
+                "benchmark": "analyze (served only)", "model": model, "served": served,
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "machine": {"cpus": os.cpu_count(), "import_torch_s": {"before": speed_before,
+                                                                       "after": import_torch_s()}},
+                "command": "python benchmarks/analyze.py " + " ".join(sys.argv[1:]),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+            print(json.dumps({k: v["median_s"] for k, v in served.items()}))
+            return
         runs = {}
         for explain in ("none", "gradcam"):
             runs[explain] = [run_once(ct, model, tmp / f"out-{explain}-{i}", explain) for i in range(args.repeats)]

@@ -4,7 +4,9 @@ engine does it (``analyze_one``: analysis, clinical measures, outputs), once to 
 Writes ``benchmarks/results/profile-analysis.json``: the call's wall time and stages (report.json's ``timing_s``),
 the functions with the most cumulative time on the main thread, and the parts that run beside it or inside a
 stage, each timed alone on the same head: the midline's head frame (``find_head_anatomy``, in the anatomy worker
-during an analysis) and its skull-symmetry step, and the finding classifier's features of what was segmented.
+during an analysis) and its skull-symmetry step, and the finding classifier's features of what was segmented; and
+the head frame's smoothing, of every level or of the levels its searches read, in CPU seconds, on this head and on
+the bundled sample (a real head).
 
     python benchmarks/profile_analysis.py [--model NAME|DIR] [--top 25]
 """
@@ -36,6 +38,34 @@ def best_of(repeats: int, work) -> float:
         work()
         seconds.append(time.perf_counter() - start)
     return round(min(seconds), 3)
+
+
+def cpu_median(repeats: int, work) -> float:
+    """The median CPU time (this process, all threads) of ``repeats`` calls of ``work()``: steadier than wall time
+    on a shared machine."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.process_time()
+        work()
+        seconds.append(time.process_time() - start)
+    return round(float(sorted(seconds)[len(seconds) // 2]), 3)
+
+
+def frame_smoothing(image) -> dict:
+    """The head frame's smoothing on one head: every level of the plane frame, against the levels the searches
+    read (``midline._smoothed``, what the analysis does)."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from SMARTNetLib.analysis import midline
+
+    anatomy = midline.find_head_anatomy(image)
+    frame = sitk.GetArrayFromImage(anatomy.frame)
+    depth = anatomy.image.depth
+    smoothed = midline._smoothed(frame, depth)
+    return {"levels": int(frame.shape[0]), "levels_smoothed": int(smoothed.any(axis=(1, 2)).sum()),
+            "all_levels_cpu_s": cpu_median(5, lambda: ndimage.gaussian_filter(frame, sigma=midline.SMOOTH_SIGMA)),
+            "searched_levels_cpu_s": cpu_median(5, lambda: midline._smoothed(frame, depth))}
 
 
 def main() -> None:
@@ -73,18 +103,18 @@ def main() -> None:
         analyze(tmp / "warm-up")
         seen = {}  # the finding classifier's inputs in the profiled call, to time its features alone
         classifier = model.finding_classifier
-        relabel = classifier.relabel
+        name = classifier.name
 
         def recording(*inputs):
-            seen["relabel"] = inputs
-            return relabel(*inputs)
+            seen["name"] = inputs
+            return name(*inputs)
 
-        classifier.relabel = recording
+        classifier.name = recording
         profile = cProfile.Profile()
         profile.enable()
         wall, report = analyze(tmp / "profiled")
         profile.disable()
-        classifier.relabel = relabel
+        classifier.name = name
         image = sitk.ReadImage(str(ct_path))
 
     stats = pstats.Stats(profile)
@@ -92,7 +122,7 @@ def main() -> None:
     top = [{"function": f"{Path(file).name}:{line}({name})", "calls": calls, "cumulative_s": round(cumulative, 3),
             "own_s": round(own, 3)} for (file, line, name), (_, calls, own, cumulative, _) in rows]
 
-    hu, labels, confidence, spacing, _ = seen["relabel"]
+    hu, labels, confidence, spacing, _ = seen["name"]
     components, count = finding_classifier.find_components(labels)
     alone = {
         "find_head_anatomy_s": best_of(3, lambda: midline.find_head_anatomy(image)),
@@ -102,9 +132,11 @@ def main() -> None:
         "finding_features_findings": int(count),  # what the segmentation found before the classifier named it
         "finding_features_voxels": int((labels > 0).sum()),
     }
+    smoothing = {"geometric_head": frame_smoothing(image), "bundled_sample": frame_smoothing(sitk.ReadImage(
+        str(Path(__file__).resolve().parents[1] / "SMARTNet" / "SMARTNetLib" / "data" / "sample_head_ct.nii.gz")))}
     result = {"benchmark": "profile-analysis", "model": args.model, "cpus": os.cpu_count(),
               "warm_call_s": wall, "stages_s": report["timing_s"], "findings_ml": report["total_volume_ml"],
-              "timed_alone": alone, "top_cumulative_main_thread": top,
+              "timed_alone": alone, "head_frame_smoothing": smoothing, "top_cumulative_main_thread": top,
               "command": "python benchmarks/profile_analysis.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json_atomic(args.output, result)
