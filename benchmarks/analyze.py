@@ -182,6 +182,19 @@ def real_head_file(folder: Path) -> Path | None:
     return path
 
 
+def served_heads(ct: Path, model: str, tmp: Path, n: int) -> dict:
+    """:func:`warm_requests` on the geometric head, the real normal head (None when not installed) and the bundled
+    sample."""
+    served = {"geometric_head": warm_requests(ct, model, tmp, n), "real_head": None}
+    real = real_head_file(tmp)
+    if real is not None:
+        (tmp / "real").mkdir()
+        served["real_head"] = warm_requests(real, model, tmp / "real", n)
+    (tmp / "sample").mkdir()
+    served["sample_head"] = warm_requests(SAMPLE_HEAD, model, tmp / "sample", n)
+    return served
+
+
 def batch(ct: Path, model: str, tmp: Path, n: int, processes: int = 1) -> dict:
     """One ``smartnet analyze`` over ``n`` copies of the CT (Grad-CAM on): volumes per minute after the model is
     loaded (the command's own figure), the whole call's wall time and peak RSS. ``processes`` > 1: under
@@ -234,14 +247,11 @@ def main() -> None:
         ct = head_ct(tmp / "head512.nii.gz")
         model = args.model or (DEFAULT_MODEL if any(m.name == DEFAULT_MODEL for m in list_models())
                                else str(default_model(tmp)))
+        runs = {} if args.served_only else {
+            explain: [run_once(ct, model, tmp / f"out-{explain}-{i}", explain) for i in range(args.repeats)]
+            for explain in ("none", "gradcam")}
+        served = served_heads(ct, model, tmp, args.warm_requests)
         if args.served_only:
-            served = {"geometric_head": warm_requests(ct, model, tmp, args.warm_requests)}
-            (tmp / "sample").mkdir()
-            served["sample_head"] = warm_requests(SAMPLE_HEAD, model, tmp / "sample", args.warm_requests)
-            real = real_head_file(tmp)
-            if real is not None:
-                (tmp / "real").mkdir()
-                served["real_head"] = warm_requests(real, model, tmp / "real", args.warm_requests)
             write_json_atomic(args.output, {
                 "benchmark": "analyze (served only)", "model": model, "served": served,
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -249,19 +259,9 @@ def main() -> None:
                                                                        "after": import_torch_s()}},
                 "command": "python benchmarks/analyze.py " + " ".join(sys.argv[1:]),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S")})
-            print(json.dumps({k: v["median_s"] for k, v in served.items()}))
+            print(json.dumps({k: v["median_s"] for k, v in served.items() if v}))
             return
-        runs = {}
-        for explain in ("none", "gradcam"):
-            runs[explain] = [run_once(ct, model, tmp / f"out-{explain}-{i}", explain) for i in range(args.repeats)]
-        warm = warm_requests(ct, model, tmp, args.warm_requests)
-        real = real_head_file(tmp)
-        warm_real = None
-        if real is not None:
-            (tmp / "real").mkdir()
-            warm_real = warm_requests(real, model, tmp / "real", args.warm_requests)
-        (tmp / "sample").mkdir()
-        warm_sample = warm_requests(SAMPLE_HEAD, model, tmp / "sample", args.warm_requests)
+        warm, warm_real, warm_sample = served["geometric_head"], served["real_head"], served["sample_head"]
         batched = batch(ct, model, tmp, args.batch)
         two = batch(ct, model, tmp, args.batch, processes=2)
     best = {k: min(v, key=lambda r: r["wall_s"]) for k, v in runs.items()}
